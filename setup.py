@@ -1,0 +1,31 @@
+"""pip install for people who train, export or evaluate without ROS.
+
+The ROS 2 side (generated messages, launch files) is built by CMakeLists.txt (colcon, or `make setup`).
+The distribution is named ``vknet`` so that it never clashes with the ``vknet_ros`` metadata that the
+rosidl build installs.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="vknet",
+    version="0.1.0",
+    description="Video K-Net: online video panoptic segmentation and tracking, with a ROS 2 node",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["vknet_ros", "vknet_ros.*", "vknet_model", "vknet_model.*",
+                                    "training", "training.*"]),
+    package_data={"vknet_model": ["assets/*"]},
+    install_requires=[
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "torch>=2.3",
+        "onnx>=1.16",
+        "onnxruntime>=1.18",
+        "opencv-python-headless>=4.8",
+        "pyyaml>=6.0",
+        "tqdm>=4.60",
+        "rosbags>=0.10",
+    ],
+    entry_points={"console_scripts": ["vknet = vknet_model.cli:main"]},
+)

@@ -1,0 +1,64 @@
+"""DDS settings that keep ROS 2 traffic on this machine and let camera-sized messages through.
+
+Used by the tests, the demo and ``vknet doctor``; a deployed node takes whatever environment the user
+gives it. Kilted ignores ``ROS_LOCALHOST_ONLY``: ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` is what stops
+discovery multicast from leaving the host, and a per-run ``ROS_DOMAIN_ID`` keeps parallel runs apart.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+PROFILE_NAME = "fastdds_loopback.xml"
+# Fast DDS maps domain ids to UDP ports; ids above 101 may collide with ephemeral ports on Linux.
+MAX_DOMAIN_ID = 101
+
+
+def profile_path() -> Path:
+    """Locate the shipped Fast DDS profile: in the source tree, else in the installed share directory."""
+    source = Path(__file__).resolve().parent.parent / "config" / PROFILE_NAME
+    if source.is_file():
+        return source
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        installed = Path(get_package_share_directory("vknet_ros")) / "config" / PROFILE_NAME
+    except (ImportError, LookupError, ValueError) as exc:
+        raise FileNotFoundError(f"{PROFILE_NAME} not found in the source tree and vknet_ros is not "
+                                f"installed in an ament prefix ({exc})") from exc
+    if not installed.is_file():
+        raise FileNotFoundError(f"{installed} is missing: reinstall vknet_ros")
+    return installed
+
+
+def loopback_environment(domain_id: int | None = None) -> dict[str, str]:
+    """Environment variables for a loopback-only ROS 2 run with large-message support.
+
+    Args:
+        domain_id: ROS_DOMAIN_ID to use; a random id in [1, 101] when None, so concurrent runs on one
+            machine do not see each other.
+    """
+    if domain_id is None:
+        domain_id = random.SystemRandom().randint(1, MAX_DOMAIN_ID)
+    if not 0 <= domain_id <= MAX_DOMAIN_ID:
+        raise ValueError(f"ROS_DOMAIN_ID must be in [0, {MAX_DOMAIN_ID}], got {domain_id}")
+    return {
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "ROS_DOMAIN_ID": str(domain_id),
+        "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+        "FASTDDS_DEFAULT_PROFILES_FILE": str(profile_path()),
+    }
+
+
+def apply_loopback_environment(domain_id: int | None = None) -> dict[str, str]:
+    """Set :func:`loopback_environment` in ``os.environ`` (before rclpy.init) and return it.
+
+    A ``ROS_DOMAIN_ID`` already set by the caller is kept, so a parent process can hand its id down.
+    """
+    if domain_id is None and "ROS_DOMAIN_ID" in os.environ:
+        domain_id = int(os.environ["ROS_DOMAIN_ID"])
+    env = loopback_environment(domain_id)
+    os.environ.update(env)
+    return env
