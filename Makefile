@@ -1,0 +1,51 @@
+# vknet: every target does all the set-up it needs, idempotently, on a fresh machine.
+#   make demo   set up, then run the main job on the bundled default (no camera, GPU or downloads)
+#   make test   set up, then lint and run the whole test suite
+#   make setup  set-up only: .venv with pinned requirements, the ROS 2 message build, the `vknet` command
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.vknet-stamps
+# pip prints one "Location ... is ignored" line per package for this machine's optional local indexes.
+PIP_QUIET := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)/editable
+
+$(STAMP)/requirements: requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "setup: installing pinned requirements into $(VENV) (first time: about a minute)"
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt 2>&1 | $(PIP_QUIET)
+	$(BIN)/python tools/fix_rosidl_paths.py
+	@mkdir -p $(STAMP) && touch $@
+
+$(STAMP)/messages: $(STAMP)/requirements CMakeLists.txt package.xml $(wildcard msg/*.msg) vknet_ros/__init__.py
+	@echo "setup: generating and installing the vknet_ros messages (rosidl, about 10 s)"
+	@rm -rf build/cmake && mkdir -p build
+	PATH=$(BIN):$$PATH cmake -S . -B build/cmake -DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) \
+	    -DVKNET_INSTALL_PYTHON_SOURCES=OFF -DBUILD_TESTING=OFF -DPython3_EXECUTABLE=$(BIN)/python \
+	    > build/cmake.log 2>&1 || { tail -30 build/cmake.log; exit 1; }
+	PATH=$(BIN):$$PATH cmake --build build/cmake -j2 >> build/cmake.log 2>&1 || { tail -30 build/cmake.log; exit 1; }
+	PATH=$(BIN):$$PATH cmake --install build/cmake >> build/cmake.log 2>&1 || { tail -30 build/cmake.log; exit 1; }
+	@touch $@
+
+$(STAMP)/editable: $(STAMP)/messages setup.py pyproject.toml
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation \
+	    --config-settings editable_mode=compat -e . 2>&1 | $(PIP_QUIET)
+	@touch $@
+	@echo "setup: done ($(VENV), command: $(BIN)/vknet)"
+
+demo: setup
+	$(BIN)/vknet doctor
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest tests
+
+clean:
+	rm -rf $(VENV) build

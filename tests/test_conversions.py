@@ -1,0 +1,86 @@
+"""msg <-> numpy conversions on hand-built images with known pixel values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sensor_msgs", reason="ROS 2 messages are not installed: run `make setup`")
+
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from vknet_ros.conversions import (
+    ImageConversionError,
+    image_msg_to_labels,
+    image_msg_to_rgb,
+    labels_to_image_msg,
+    rgb_to_image_msg,
+)
+
+
+def _msg(encoding: str, height: int, width: int, step: int, data: bytes) -> Image:
+    return Image(header=Header(frame_id="cam"), height=height, width=width, encoding=encoding,
+                 is_bigendian=0, step=step, data=data)
+
+
+@pytest.mark.parametrize(("encoding", "pixel"), [
+    ("rgb8", [10, 20, 30]), ("bgr8", [30, 20, 10]), ("rgba8", [10, 20, 30, 99]), ("bgra8", [30, 20, 10, 99]),
+])
+def test_colour_encodings_decode_to_rgb(encoding: str, pixel: list[int]) -> None:
+    height, width = 2, 3
+    data = bytes(pixel) * (height * width)
+    rgb = image_msg_to_rgb(_msg(encoding, height, width, width * len(pixel), data))
+    assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8
+    assert (rgb == np.array([10, 20, 30], np.uint8)).all()
+
+
+def test_mono8_is_replicated_to_three_channels() -> None:
+    rgb = image_msg_to_rgb(_msg("mono8", 1, 2, 2, bytes([7, 200])))
+    assert rgb.tolist() == [[[7, 7, 7], [200, 200, 200]]]
+
+
+def test_row_padding_is_skipped() -> None:
+    # 2x2 rgb8 with step 8: 6 pixel bytes then 2 padding bytes per row.
+    data = bytes([1, 2, 3, 4, 5, 6, 0xEE, 0xEE, 7, 8, 9, 10, 11, 12, 0xEE, 0xEE])
+    rgb = image_msg_to_rgb(_msg("rgb8", 2, 2, 8, data))
+    assert rgb.reshape(-1).tolist() == list(range(1, 13))
+
+
+def test_last_row_may_omit_its_padding() -> None:
+    data = bytes([1, 2, 3, 0, 4, 5, 6])  # step 4, the last row has only its 3 pixel bytes
+    assert image_msg_to_rgb(_msg("rgb8", 2, 1, 4, data)).reshape(-1).tolist() == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize(("msg", "reason"), [
+    (_msg("mono16", 2, 2, 4, bytes(8)), "not a camera colour image"),
+    (_msg("yuv422", 2, 2, 4, bytes(8)), "unsupported encoding"),
+    (_msg("rgb8", 0, 0, 0, b""), "empty image"),
+    (_msg("rgb8", 2, 2, 5, bytes(12)), "step 5 is smaller"),
+    (_msg("rgb8", 2, 2, 6, bytes(11)), "data holds 11 bytes"),
+    (_msg("rgb8", 100_000, 100_000, 300_000, b""), "exceeds"),
+])
+def test_malformed_images_raise_with_reason(msg: Image, reason: str) -> None:
+    with pytest.raises(ImageConversionError, match=reason):
+        image_msg_to_rgb(msg)
+
+
+def test_rgb_round_trip_through_bgr8() -> None:
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    msg = rgb_to_image_msg(rgb, Header(frame_id="cam"), encoding="bgr8")
+    assert msg.encoding == "bgr8" and msg.step == 9
+    assert bytes(msg.data)[:3] == bytes([2, 1, 0])
+    assert (image_msg_to_rgb(msg) == rgb).all()
+
+
+@pytest.mark.parametrize("encoding", ["mono8", "16UC1", "32SC1"])
+def test_label_round_trip(encoding: str) -> None:
+    top = {"mono8": 255, "16UC1": 13_999, "32SC1": 2**31 - 1}[encoding]
+    labels = np.array([[0, 1], [top, 7]], dtype=np.int64)
+    msg = labels_to_image_msg(labels, Header(), encoding)
+    assert (image_msg_to_labels(msg) == labels).all()
+
+
+def test_label_overflow_is_refused() -> None:
+    with pytest.raises(ValueError, match="outside 16UC1"):
+        labels_to_image_msg(np.array([[70_000]]), Header(), "16UC1")

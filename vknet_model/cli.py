@@ -1,0 +1,51 @@
+"""``vknet``: one command line for the whole product (training, export, evaluation, the ROS 2 node).
+
+Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and ``run(args) -> int``
+and keeps heavy imports (torch, rclpy) inside ``run`` so that ``vknet --help`` stays fast and a machine
+without ROS can still train and export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name -> (module, one-line help). Order is the order shown by --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "doctor": ("vknet_ros.doctor",
+               "check the installation and measure a ROS 2 image round trip over loopback DDS"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vknet",
+        description="Video K-Net: online video panoptic segmentation and tracking, with a ROS 2 node.",
+        epilog="Run `vknet COMMAND --help` for the options of one command.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, summary) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = commands.add_parser(name, help=summary, description=module.__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return int(args._run(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
