@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.vknet-stamps
 # pip prints one "Location ... is ignored" line per package for this machine's optional local indexes.
-PIP_QUIET := grep -v "is ignored: it is neither a file nor a directory" || true
+PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: setup demo test lint clean
 
