@@ -1,6 +1,6 @@
 # vknet: every target does all the set-up it needs, idempotently, on a fresh machine.
 #   make demo   set up, then run the main job on the bundled default (no camera, GPU or downloads)
-#   make test   set up, then lint and run the whole test suite
+#   make test   set up, then lint (ruff, mypy) and run the whole test suite
 #   make setup  set-up only: .venv with pinned requirements, the ROS 2 message build, the `vknet` command
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
@@ -43,6 +43,7 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy vknet_ros vknet_model training tools
 
 test: lint
 	$(BIN)/python -m pytest tests

@@ -120,5 +120,5 @@ def image_msg_to_labels(msg: Image) -> np.ndarray:
         raise ImageConversionError(f"malformed {msg.encoding} image {width}x{height}, step {step}, "
                                    f"{len(msg.data)} bytes")
     rows = np.frombuffer(msg.data, dtype=np.uint8)[: step * height].reshape(height, step)
-    big = ">" if msg.is_bigendian else "<"
-    return rows[:, : width * dtype.itemsize].copy().view(dtype.newbyteorder(big)).reshape(height, width)
+    wire_dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
+    return rows[:, : width * dtype.itemsize].copy().view(wire_dtype).reshape(height, width)
