@@ -1,0 +1,270 @@
+"""One typed configuration tree, from YAML to model, training, export and the node.
+
+``VKNetConfig`` holds frozen dataclasses for each consumer. A YAML file lists only what differs from the
+defaults, one section per consumer (no base-file chains); unknown keys are errors, so a typo never
+silently falls back to a default. The config hash is stored in checkpoints and export metadata, so a
+deployed engine can be traced to the exact settings it was trained with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+KITTI_STEP_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key and the file."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The label space of a dataset.
+
+    The network orders its classes things first, then stuff (one kernel per stuff class follows the thing
+    proposals); ``net_to_dataset`` maps network class indices back to dataset class ids.
+    """
+
+    name: str = "kitti_step"
+    class_names: tuple[str, ...] = KITTI_STEP_CLASSES
+    thing_ids: tuple[int, ...] = (11, 13)
+    void_id: int = 255
+    label_divisor: int = 1000
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_things(self) -> int:
+        return len(self.thing_ids)
+
+    @property
+    def stuff_ids(self) -> tuple[int, ...]:
+        return tuple(i for i in range(self.num_classes) if i not in self.thing_ids)
+
+    @property
+    def net_to_dataset(self) -> tuple[int, ...]:
+        return self.thing_ids + self.stuff_ids
+
+    def validate(self) -> None:
+        if not self.class_names:
+            raise ConfigError("data.class_names is empty")
+        if not self.thing_ids:
+            raise ConfigError("data.thing_ids is empty: Video K-Net tracks thing classes")
+        if len(set(self.thing_ids)) != len(self.thing_ids) or any(
+                not 0 <= i < self.num_classes for i in self.thing_ids):
+            raise ConfigError(f"data.thing_ids {self.thing_ids} must be distinct class ids below "
+                              f"{self.num_classes}")
+        if 0 <= self.void_id < self.num_classes:
+            raise ConfigError(f"data.void_id {self.void_id} collides with a class id")
+        if self.label_divisor <= 1:
+            raise ConfigError("data.label_divisor must be > 1")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the per-frame network (DESIGN.md 1.1-1.2). Defaults are the paper's R50."""
+
+    backbone_depth: int = 50          # 18, 34 or 50
+    backbone_width: int = 64          # channels of the stem; 64 is the standard ResNet, "tiny" narrows it
+    channels: int = 256               # FPN, kernel and feature width
+    num_proposals: int = 100          # thing kernels N_p
+    num_stages: int = 3               # kernel update stages
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    embed_dim: int = 256              # kernel association embedding
+    kernel_fusion: bool = False       # KF (the paper's best R50 row)
+    input_height: int = 384           # static network input; images are letterboxed to it
+    input_width: int = 1248
+    norm_groups: int = 32             # GroupNorm in the neck
+
+    def validate(self) -> None:
+        if self.backbone_depth not in (18, 34, 50):
+            raise ConfigError(f"model.backbone_depth must be 18, 34 or 50, got {self.backbone_depth}")
+        if self.channels % self.num_heads or self.channels % 2:
+            raise ConfigError(f"model.channels ({self.channels}) must be even and divisible by num_heads "
+                              f"({self.num_heads})")
+        if self.channels % self.norm_groups:
+            raise ConfigError(f"model.channels ({self.channels}) must be divisible by norm_groups "
+                              f"({self.norm_groups})")
+        if self.input_height % 32 or self.input_width % 32:
+            raise ConfigError(f"model input {self.input_height}x{self.input_width} must be a multiple of 32")
+        if self.num_stages < 1 or self.num_proposals < 1:
+            raise ConfigError("model.num_stages and model.num_proposals must be >= 1")
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Panoptic assembly thresholds (DESIGN.md 1.1)."""
+
+    instance_score_thr: float = 0.25
+    overlap_thr: float = 0.6
+    mask_thr: float = 0.5
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Online kernel tracker thresholds (DESIGN.md 1.3)."""
+
+    init_score_thr: float = 0.35        # an unmatched detection above this starts a track
+    obj_score_thr: float = 0.3          # detections above this may take a track's id
+    match_score_thr: float = 0.5        # bi-softmax similarity needed to match
+    nms_backdrop_iou_thr: float = 0.3   # duplicate removal IoU for low-score detections (score < obj thr)
+    nms_class_iou_thr: float = 0.7      # duplicate removal IoU for confident detections
+    memo_frames: int = 5                # drop a track missing for this many frames
+    memo_backdrop_frames: int = 1       # unmatched detections kept as backdrops for this many frames
+    memo_momentum: float = 0.8          # weight of the new embedding in the track's memory
+    with_cats: bool = True              # match only within a class
+    reset_gap_s: float = 1.0            # the pipeline resets when frames are further apart than this
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation (DESIGN.md 1.2); the training issue extends it."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    backbone_lr_mult: float = 0.25
+    grad_clip: float = 1.0
+    warmup_iters: int = 500
+    iters: int = 10000
+    lr_steps: tuple[int, ...] = (8000,)
+    batch_size: int = 2
+    ref_offsets: tuple[int, ...] = (-2, -1, 1, 2)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    opset: int = 17
+
+
+@dataclass(frozen=True)
+class VKNetConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def validate(self) -> VKNetConfig:
+        self.data.validate()
+        self.model.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def hash(self) -> str:
+        """Short stable digest of every setting (sorted JSON), stored with checkpoints and exports."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+T = TypeVar("T")
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check and convert one YAML value to the annotated type (tuples from lists, ints to floats)."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{where}: union types are not supported in configs")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {hint}")
+
+
+def _build(cls: type[T], values: dict[str, Any], where: str) -> T:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{where}.{name}")  # type: ignore[arg-type]
+        else:
+            kwargs[name] = _coerce(value, hint, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any], source: str = "<dict>") -> VKNetConfig:
+    """Build and validate a config from nested plain values (YAML, a checkpoint, export metadata)."""
+    return _build(VKNetConfig, values or {}, source).validate()
+
+
+def load_config(path: str | Path) -> VKNetConfig:
+    """Load a YAML experiment file; missing keys take the defaults, unknown keys are errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return config_from_dict(values or {}, source=str(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def builtin_config_path(name: str) -> Path:
+    """Path of a config shipped in ``config/models`` (``tiny``, ``r18``, ``r50``)."""
+    path = Path(__file__).resolve().parent.parent / "config" / "models" / f"{name}.yaml"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"no built-in config {name!r}; shipped: {shipped}")
+    return path
+
+
+def resolve_config(name_or_path: str | Path) -> VKNetConfig:
+    """Accept a built-in name (``r50``) or a YAML path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        return load_config(candidate)
+    return load_config(builtin_config_path(str(name_or_path)))
