@@ -170,14 +170,15 @@ class InitialKernels(nn.Module):
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
         nn.init.normal_(self.proposals.weight, std=1.0)
         nn.init.normal_(self.conv_seg.weight, std=0.01)
-        nn.init.zeros_(self.conv_seg.bias)
+        nn.init.constant_(self.conv_seg.bias, 0.0)  # type: ignore[arg-type]  # conv_seg has a bias
 
     def forward(self, loc: torch.Tensor, sem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """loc, sem [B, C, H, W] -> kernels [B, N, C], mask_logits [B, N, H, W], sem_logits [B, K, H, W]."""
         b = loc.shape[0]
         sem_logits = self.conv_seg(sem)
         masks = torch.cat((self.proposals(loc), sem_logits[:, self.num_thing_classes:]), dim=1)
-        weights = torch.cat((self.proposals.weight.flatten(1), self.conv_seg.weight.flatten(1)[self.num_thing_classes:]))
+        stuff_weights = self.conv_seg.weight.flatten(1)[self.num_thing_classes:]
+        weights = torch.cat((self.proposals.weight.flatten(1), stuff_weights))
         return weights.unsqueeze(0).expand(b, -1, -1), masks, sem_logits
 
 

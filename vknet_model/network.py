@@ -78,6 +78,9 @@ INPUT_NAMES: tuple[str, ...] = ("image", "prev_kernels", "use_prev")
 class VKNet(nn.Module):
     """Backbone -> FPN -> semantic FPN -> initial kernels -> S update stages (+ KL, embeddings)."""
 
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
+
     def __init__(self, *, backbone: ResNet, fpn: FPN, semantic_fpn: SemanticFPN, initial: InitialKernels,
                  stages: nn.ModuleList, linking: KernelLinking, embedding: EmbeddingHead, num_proposals: int) -> None:
         super().__init__()

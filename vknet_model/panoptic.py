@@ -94,7 +94,7 @@ def assemble_panoptic(cls_scores: torch.Tensor, mask_logits: torch.Tensor, sem_l
 
 def _boxes(owned: torch.Tensor, *, stride: int) -> torch.Tensor:
     """owned bool [N, H, W] -> float [N, 4] x1, y1, x2, y2 in pixels of ``stride``-scaled cells; 0 if empty."""
-    n, h, w = owned.shape
+    h, w = owned.shape[1:]
     cols = owned.any(dim=1)                                                       # [N, W]
     rows = owned.any(dim=2)                                                       # [N, H]
     xs = torch.arange(w, device=owned.device)
