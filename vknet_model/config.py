@@ -149,7 +149,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    opset: int = 17
+    opset: int = 18  # >= 17 (LayerNormalization); 18 is what the torch.onnx dynamo exporter emits natively
 
 
 @dataclass(frozen=True)

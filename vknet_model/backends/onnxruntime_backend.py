@@ -1,0 +1,58 @@
+"""ONNX Runtime backend (CPU here; the CUDA / TensorRT execution providers where they are installed)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vknet_model.backends.base import Backend, BackendError
+from vknet_model.contract import ContractError, ModelContract, TensorSpec, check_io, contract_path_for, file_sha256
+from vknet_model.network import VKNetOutput
+
+_LOG = logging.getLogger(__name__)
+_ORT_DTYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(int32)": "int32",
+               "tensor(bool)": "bool", "tensor(int64)": "int64", "tensor(float16)": "float16"}
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: str | Path, *, providers: list[str] | None = None, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        onnx_path = Path(onnx_path)
+        if not onnx_path.is_file():
+            raise BackendError(f"ONNX model not found: {onnx_path}")
+        self.contract = ModelContract.load(contract_path_for(onnx_path))
+        if self.contract.onnx_sha256 and file_sha256(onnx_path) != self.contract.onnx_sha256:
+            raise ContractError(f"{onnx_path} does not match the sha256 in {contract_path_for(onnx_path)}: the "
+                                f"file was replaced or damaged after export; re-export it")
+        available = ort.get_available_providers()
+        providers = providers or ["CPUExecutionProvider"]
+        unknown = [p for p in providers if p not in available]
+        if unknown:
+            raise BackendError(f"ONNX Runtime providers {unknown} are not available here (have {available})")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
+        except Exception as exc:  # ORT raises its own exception classes for every kind of bad file
+            raise BackendError(f"ONNX Runtime cannot load {onnx_path}: {exc}") from exc
+        self.device = torch.device("cuda" if providers[0] == "CUDAExecutionProvider" else "cpu")
+        io = [[TensorSpec(v.name, tuple(v.shape), _ORT_DTYPES.get(v.type, v.type)) for v in values]
+              for values in (self.session.get_inputs(), self.session.get_outputs())]
+        check_io(self.contract, io[0], io[1], what=str(onnx_path))
+        self._output_names = [spec.name for spec in self.contract.outputs]
+        _LOG.info("onnxruntime session for %s (providers %s, %d threads)", onnx_path,
+                  self.session.get_providers(), options.intra_op_num_threads)
+
+    def infer(self, image: torch.Tensor, prev_kernels: torch.Tensor, use_prev: torch.Tensor) -> VKNetOutput:
+        feeds = {"image": image.cpu().numpy(), "prev_kernels": prev_kernels.cpu().numpy(),
+                 "use_prev": use_prev.cpu().numpy()}
+        results = self.session.run(self._output_names, feeds)
+        return VKNetOutput(*(torch.from_numpy(np.asarray(r)) for r in results))
