@@ -158,6 +158,7 @@ def contract_for(config: VKNetConfig, *, onnx_sha256: str = "", opset: int = 0) 
         TensorSpec("image", (1, 3, m.input_height, m.input_width), "uint8"),
         TensorSpec("prev_kernels", (1, n, m.channels), "float32"),
         TensorSpec("use_prev", (1,), "float32"),
+        TensorSpec("thresholds", (3,), "float32"),
     )
     outputs = (
         TensorSpec("cls_scores", (n, d.num_classes), "float32"),

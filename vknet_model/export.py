@@ -21,8 +21,10 @@ from vknet_model.network import INPUT_NAMES, OUTPUT_NAMES, FrameNet
 
 _LOG = logging.getLogger(__name__)
 FORBIDDEN_OPS = frozenset({"Einsum", "NonZero", "Loop", "If", "Unique", "Compress"})
-_ONNX_DTYPES = {onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT32: "int32",
-                onnx.TensorProto.BOOL: "bool", onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT16: "float16"}
+_ONNX_DTYPES: dict[int, str] = {
+    onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.BOOL: "bool", onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT16: "float16",
+}
 
 
 class ExportError(RuntimeError):
@@ -38,7 +40,7 @@ def _value_specs(values: list[onnx.ValueInfoProto]) -> list[TensorSpec]:
             if not dim.HasField("dim_value"):
                 raise ExportError(f"{value.name} has a dynamic dimension {dim.dim_param!r}: the graph must be static")
             dims.append(dim.dim_value)
-        specs.append(TensorSpec(value.name, tuple(dims), _ONNX_DTYPES.get(tensor_type.elem_type, "unknown")))
+        specs.append(TensorSpec(value.name, tuple(dims), _ONNX_DTYPES.get(int(tensor_type.elem_type), "unknown")))
     return specs
 
 
@@ -78,7 +80,8 @@ def _quiet_exporter() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def export_onnx(frame_net: FrameNet, cfg: VKNetConfig, out_path: str | Path, *, opset: int | None = None) -> ModelContract:
+def export_onnx(frame_net: FrameNet, cfg: VKNetConfig, out_path: str | Path, *,
+                opset: int | None = None) -> ModelContract:
     """Export ``frame_net`` (eval mode, CPU) to ``out_path`` and write the contract next to it.
 
     Returns:

@@ -72,7 +72,7 @@ class VKNetOutput(NamedTuple):
 
 
 OUTPUT_NAMES: tuple[str, ...] = VKNetOutput._fields
-INPUT_NAMES: tuple[str, ...] = ("image", "prev_kernels", "use_prev")
+INPUT_NAMES: tuple[str, ...] = ("image", "prev_kernels", "use_prev", "thresholds")
 
 
 class VKNet(nn.Module):
@@ -117,29 +117,39 @@ class VKNet(nn.Module):
         return KernelOutputs(cls_list, mask_list, sem_logits, kernels, embeddings)
 
 
-class FrameNet(nn.Module):
-    """The per-frame deployable network: a pure function of static-shape tensors (batch 1)."""
+def threshold_tensor(postprocess: PostprocessConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The ``thresholds`` graph input: float32 [3] = (instance_score_thr, overlap_thr, mask_thr)."""
+    values = (postprocess.instance_score_thr, postprocess.overlap_thr, postprocess.mask_thr)
+    return torch.tensor(values, dtype=torch.float32, device=device)
 
-    def __init__(self, *, net: VKNet, num_thing_classes: int, postprocess: PostprocessConfig) -> None:
+
+class FrameNet(nn.Module):
+    """The per-frame deployable network: a pure function of static-shape tensors (batch 1).
+
+    The assembly thresholds are an input rather than constants so that a running node can change them
+    (ROS parameters) without re-exporting the ONNX file or rebuilding a TensorRT engine.
+    """
+
+    def __init__(self, *, net: VKNet, num_thing_classes: int) -> None:
         super().__init__()
         self.net = net
         self.num_thing_classes = num_thing_classes
-        self.postprocess = postprocess
 
-    def forward(self, image: torch.Tensor, prev_kernels: torch.Tensor, use_prev: torch.Tensor) -> VKNetOutput:
+    def forward(self, image: torch.Tensor, prev_kernels: torch.Tensor, use_prev: torch.Tensor,
+                thresholds: torch.Tensor) -> VKNetOutput:
         """
         Args:
             image: uint8 (or float 0..255) [1, 3, H, W] RGB at the network input size.
             prev_kernels: float32 [1, N, C].
             use_prev: float32 [1], 1.0 when ``prev_kernels`` come from the previous frame.
+            thresholds: float32 [3] (instance_score_thr, overlap_thr, mask_thr), see :func:`threshold_tensor`.
         """
         out = self.net(image.to(torch.float32), prev_kernels, use_prev)
         cls_scores = out.cls_logits[-1][0].sigmoid()
         slots = assemble_panoptic(
             cls_scores, out.mask_logits[-1][0], out.sem_logits[0],
             num_proposals=self.net.num_proposals, num_thing_classes=self.num_thing_classes,
-            instance_score_thr=self.postprocess.instance_score_thr, overlap_thr=self.postprocess.overlap_thr,
-            mask_thr=self.postprocess.mask_thr,
+            instance_score_thr=thresholds[0], overlap_thr=thresholds[1], mask_thr=thresholds[2],
         )
         return VKNetOutput(cls_scores, slots.slot_map, slots.semantic_map, slots.scores, slots.labels, slots.keep,
                            slots.areas, slots.boxes, out.kernels, out.embeddings[0])
@@ -169,8 +179,7 @@ def build_model(cfg: VKNetConfig) -> VKNet:
 
 def build_frame_net(cfg: VKNetConfig, net: VKNet | None = None) -> FrameNet:
     """The deployable per-frame network around ``net`` (a fresh one when None)."""
-    return FrameNet(net=net if net is not None else build_model(cfg), num_thing_classes=cfg.data.num_things,
-                    postprocess=cfg.postprocess)
+    return FrameNet(net=net if net is not None else build_model(cfg), num_thing_classes=cfg.data.num_things)
 
 
 def num_kernels(cfg: VKNetConfig) -> int:

@@ -49,8 +49,9 @@ def slot_scores_and_labels(cls_scores: torch.Tensor, *, num_proposals: int,
 
 
 def assemble_panoptic(cls_scores: torch.Tensor, mask_logits: torch.Tensor, sem_logits: torch.Tensor, *,
-                      num_proposals: int, num_thing_classes: int, instance_score_thr: float, overlap_thr: float,
-                      mask_thr: float, mask_stride: int = 8, upsample: int = 2) -> PanopticSlots:
+                      num_proposals: int, num_thing_classes: int, instance_score_thr: float | torch.Tensor,
+                      overlap_thr: float | torch.Tensor, mask_thr: float | torch.Tensor, mask_stride: int = 8,
+                      upsample: int = 2) -> PanopticSlots:
     """Merge kernel predictions of one image into a panoptic slot map.
 
     Args:
@@ -58,6 +59,8 @@ def assemble_panoptic(cls_scores: torch.Tensor, mask_logits: torch.Tensor, sem_l
             rest one stuff kernel per stuff class in class order.
         mask_logits: float [N, h, w] mask logits at ``mask_stride`` (8).
         sem_logits: float [K, h, w] semantic head logits at ``mask_stride``.
+        instance_score_thr, overlap_thr, mask_thr: floats or 0-d tensors (tensors keep them run-time inputs
+            of the exported graph, so they can change without re-exporting).
         upsample: factor from the mask resolution to the merge resolution (2: stride 8 -> 4). Merging at
             stride 4 and upsampling the int slot map later is far cheaper than N full-resolution masks.
     """

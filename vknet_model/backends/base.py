@@ -28,12 +28,14 @@ class Backend(ABC):
     device: torch.device
 
     @abstractmethod
-    def infer(self, image: torch.Tensor, prev_kernels: torch.Tensor, use_prev: torch.Tensor) -> VKNetOutput:
+    def infer(self, image: torch.Tensor, prev_kernels: torch.Tensor, use_prev: torch.Tensor,
+              thresholds: torch.Tensor) -> VKNetOutput:
         """
         Args:
             image: uint8 [1, 3, H, W] RGB at the contract's input size, on ``device``.
             prev_kernels: float32 [1, N, C] on ``device`` (the previous call's ``kernels`` output).
             use_prev: float32 [1], 1.0 when ``prev_kernels`` come from the previous frame of the same video.
+            thresholds: float32 [3] panoptic assembly thresholds (``network.threshold_tensor``).
 
         Returns:
             VKNetOutput of tensors on ``device``.

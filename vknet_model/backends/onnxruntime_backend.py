@@ -51,8 +51,9 @@ class OnnxRuntimeBackend(Backend):
         _LOG.info("onnxruntime session for %s (providers %s, %d threads)", onnx_path,
                   self.session.get_providers(), options.intra_op_num_threads)
 
-    def infer(self, image: torch.Tensor, prev_kernels: torch.Tensor, use_prev: torch.Tensor) -> VKNetOutput:
+    def infer(self, image: torch.Tensor, prev_kernels: torch.Tensor, use_prev: torch.Tensor,
+              thresholds: torch.Tensor) -> VKNetOutput:
         feeds = {"image": image.cpu().numpy(), "prev_kernels": prev_kernels.cpu().numpy(),
-                 "use_prev": use_prev.cpu().numpy()}
+                 "use_prev": use_prev.cpu().numpy(), "thresholds": thresholds.cpu().numpy()}
         results = self.session.run(self._output_names, feeds)
         return VKNetOutput(*(torch.from_numpy(np.asarray(r)) for r in results))

@@ -33,5 +33,6 @@ class TorchBackend(Backend):
         return cls(build_frame_net(cfg, net), cfg, device)
 
     @torch.inference_mode()
-    def infer(self, image: torch.Tensor, prev_kernels: torch.Tensor, use_prev: torch.Tensor) -> VKNetOutput:
-        return self.frame_net(image, prev_kernels, use_prev)
+    def infer(self, image: torch.Tensor, prev_kernels: torch.Tensor, use_prev: torch.Tensor,
+              thresholds: torch.Tensor) -> VKNetOutput:
+        return self.frame_net(image, prev_kernels, use_prev, thresholds)

@@ -1,0 +1,56 @@
+"""Inference backends behind one interface, and the factory that picks one for a model file."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import torch
+
+from vknet_model.backends.base import Backend, BackendError
+
+_LOG = logging.getLogger(__name__)
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def open_backend(model_path: str | Path, backend: str = "auto", device: str = "cpu") -> Backend:
+    """Open ``model_path`` with the requested backend.
+
+    A checkpoint (.pt) runs on the torch backend; an ONNX file on TensorRT or ONNX Runtime. ``auto`` takes
+    TensorRT for an ONNX file when it is installed and ``device`` is cuda, else ONNX Runtime, and says so.
+    """
+    model_path = Path(model_path)
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if not model_path.exists():
+        raise BackendError(f"model file not found: {model_path}")
+    is_checkpoint = model_path.suffix in CHECKPOINT_SUFFIXES
+    if is_checkpoint:
+        if backend not in ("auto", "torch"):
+            raise BackendError(f"{model_path} is a PyTorch checkpoint: the {backend} backend needs an ONNX file "
+                               f"(`vknet export --checkpoint {model_path} --out model.onnx`)")
+        from vknet_model.backends.torch_backend import TorchBackend
+
+        return TorchBackend.from_checkpoint(model_path, device)
+    if model_path.suffix != ".onnx":
+        raise BackendError(f"{model_path}: expected a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}) or an .onnx file")
+    if backend == "torch":
+        raise BackendError(f"{model_path} is an ONNX file: the torch backend needs the training checkpoint (.pt)")
+    if backend == "auto":
+        trt_ready = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
+        backend = "tensorrt" if device.startswith("cuda") and trt_ready else "onnxruntime"
+        if device.startswith("cuda") and not trt_ready:
+            _LOG.warning("TensorRT is not available here: falling back to ONNX Runtime")
+    if backend == "tensorrt":
+        from vknet_model.backends.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(model_path)
+    from vknet_model.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else None
+    return OnnxRuntimeBackend(model_path, providers=providers)
+
+
+__all__ = ["BACKENDS", "Backend", "BackendError", "open_backend"]

@@ -1,0 +1,92 @@
+"""Fit camera images of any size to the static network input, and map results back.
+
+The image is resized with its aspect ratio kept so that it fits the network input, and padded at the
+bottom and right (top-left aligned, so mapping back is one scale factor). Normalisation is not done
+here: it happens inside the network, so every backend takes the same raw uint8 image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Pad value: the ImageNet mean, which normalises to ~0 inside the network (no artificial edges).
+PAD_VALUE = (124, 116, 104)
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an input image of ``source`` size sits inside the network input of ``target`` size.
+
+    Attributes:
+        source: (height, width) of the camera image.
+        target: (height, width) of the network input.
+        scale: network pixels per camera pixel.
+        resized: (height, width) of the image content inside the network input (the rest is padding).
+    """
+
+    source: tuple[int, int]
+    target: tuple[int, int]
+    scale: float
+    resized: tuple[int, int]
+
+    @staticmethod
+    def fit(source: tuple[int, int], target: tuple[int, int]) -> Letterbox:
+        sh, sw = source
+        th, tw = target
+        if sh <= 0 or sw <= 0:
+            raise ValueError(f"empty image ({sw}x{sh})")
+        scale = min(th / sh, tw / sw)
+        resized = (min(th, max(1, round(sh * scale))), min(tw, max(1, round(sw * scale))))
+        return Letterbox(source=(sh, sw), target=(th, tw), scale=scale, resized=resized)
+
+    def grid_indices(self, stride: int) -> tuple[np.ndarray, np.ndarray]:
+        """For every source row / column, the index of the network cell (at ``stride``) it falls in.
+
+        Used to bring stride-4 maps back to camera resolution by fancy indexing (nearest neighbour),
+        which is exact and allocation-light compared with resizing N masks.
+        """
+        sh, sw = self.source
+        rh, rw = self.resized
+        th, tw = self.target
+        # Centre of each source pixel in network-input pixels, then the stride cell it lands in.
+        rows = np.minimum(((np.arange(sh) + 0.5) * (rh / sh) / stride).astype(np.int64), th // stride - 1)
+        cols = np.minimum(((np.arange(sw) + 0.5) * (rw / sw) / stride).astype(np.int64), tw // stride - 1)
+        return rows, cols
+
+    def boxes_to_source(self, boxes: np.ndarray) -> np.ndarray:
+        """float [M, 4] x1, y1, x2, y2 in network pixels -> camera pixels, clipped to the image."""
+        sh, sw = self.source
+        rh, rw = self.resized
+        out = boxes.astype(np.float64).copy()
+        out[:, [0, 2]] = np.clip(out[:, [0, 2]] * (sw / rw), 0, sw)
+        out[:, [1, 3]] = np.clip(out[:, [1, 3]] * (sh / rh), 0, sh)
+        return out
+
+
+def check_image(image: np.ndarray) -> None:
+    """Raise ValueError unless ``image`` is a non-empty uint8 [H, W, 3] array."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"expected a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 RGB image [H, W, 3], got {image.dtype} {list(image.shape)}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"empty image ({image.shape[1]}x{image.shape[0]})")
+
+
+def letterbox(image: np.ndarray, target: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+    """RGB uint8 [H, W, 3] -> (uint8 [1, 3, th, tw] network input, the Letterbox to map results back)."""
+    check_image(image)
+    box = Letterbox.fit(image.shape[:2], target)
+    rh, rw = box.resized
+    if (rh, rw) != image.shape[:2]:
+        # INTER_AREA when shrinking avoids aliasing; INTER_LINEAR when enlarging.
+        interpolation = cv2.INTER_AREA if box.scale < 1.0 else cv2.INTER_LINEAR
+        image = cv2.resize(image, (rw, rh), interpolation=interpolation)
+    th, tw = target
+    canvas = np.empty((3, th, tw), dtype=np.uint8)
+    canvas[:] = np.asarray(PAD_VALUE, dtype=np.uint8)[:, None, None]
+    canvas[:, :rh, :rw] = image.transpose(2, 0, 1)
+    return canvas[None], box
