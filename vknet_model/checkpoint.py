@@ -80,7 +80,11 @@ def load_checkpoint(path: str | Path) -> tuple[VKNetConfig, VKNet, dict[str, Any
     if cfg.hash() != payload.get("config_hash"):
         raise CheckpointError(f"{path}: stored config does not match its hash (edited or damaged)")
     net = build_model(cfg)
-    missing, unexpected = net.load_state_dict(payload["state_dict"], strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(payload["state_dict"], strict=False)
+    except RuntimeError as exc:  # shape mismatches raise even with strict=False
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise CheckpointError(f"{path}: weights do not fit the stored config ({first} ...)") from exc
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not fit the stored config: {len(missing)} missing "
                               f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
