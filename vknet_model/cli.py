@@ -14,6 +14,7 @@ import sys
 
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "export": ("vknet_model.export_cli", "export a checkpoint to ONNX (+ model.json contract) and check it"),
     "doctor": ("vknet_ros.doctor",
                "check the installation and measure a ROS 2 image round trip over loopback DDS"),
 }
