@@ -22,8 +22,8 @@ def tiny():  # type: ignore[no-untyped-def]
 def _inputs(cfg, seed: int, use_prev: float = 0.0):  # type: ignore[no-untyped-def]
     spec = contract_for(cfg).inputs
     g = torch.Generator().manual_seed(seed)
-    return (torch.randint(0, 256, spec[0].shape, dtype=torch.uint8, generator=g), torch.randn(spec[1].shape, generator=g),
-            torch.tensor([use_prev]), threshold_tensor(cfg.postprocess))
+    image = torch.randint(0, 256, spec[0].shape, dtype=torch.uint8, generator=g)
+    return image, torch.randn(spec[1].shape, generator=g), torch.tensor([use_prev]), threshold_tensor(cfg.postprocess)
 
 
 def test_outputs_match_the_contract(tiny) -> None:  # type: ignore[no-untyped-def]
