@@ -59,6 +59,13 @@ def _median_ms(fn, runs: int) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(times)
 
 
+def _time_both(frame_net: torch.nn.Module, ort_backend: OnnxRuntimeBackend, inputs: tuple[torch.Tensor, ...],
+               runs: int) -> tuple[float, float]:
+    with torch.inference_mode():
+        torch_ms = _median_ms(lambda: frame_net(*inputs), runs)
+    return torch_ms, _median_ms(lambda: ort_backend.infer(*inputs), runs)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["tiny", "r18", "r50"])
@@ -87,10 +94,7 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 onnx_path = Path(tmp) / f"{name}.onnx"
                 export_onnx(frame_net, cfg, onnx_path)
-                ort_backend = OnnxRuntimeBackend(onnx_path)
-                with torch.inference_mode():
-                    torch_ms = _median_ms(lambda: frame_net(*inputs), args.runs)
-                ort_ms = _median_ms(lambda: ort_backend.infer(*inputs), args.runs)
+                torch_ms, ort_ms = _time_both(frame_net, OnnxRuntimeBackend(onnx_path), inputs, args.runs)
             row.update(torch_ms=round(torch_ms, 1), onnxruntime_ms=round(ort_ms, 1),
                        onnxruntime_speedup=round(torch_ms / ort_ms, 2))
         rows.append(row)

@@ -1,0 +1,164 @@
+"""ONNX export: static graph, no forbidden operators, contract checks, and numerical parity with PyTorch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from onnx import helper
+
+from vknet_model.backends import BackendError, open_backend
+from vknet_model.backends.onnxruntime_backend import OnnxRuntimeBackend
+from vknet_model.checkpoint import save_checkpoint
+from vknet_model.config import resolve_config
+from vknet_model.contract import ContractError, ModelContract, contract_for
+from vknet_model.export import FORBIDDEN_OPS, ExportError, check_graph, export_onnx, onnx_io
+from vknet_model.network import build_frame_net, threshold_tensor
+
+FRAMES = 5
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    cfg = resolve_config("tiny")
+    torch.manual_seed(0)
+    frame_net = build_frame_net(cfg).eval()
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    contract = export_onnx(frame_net, cfg, path)
+    return cfg, frame_net, path, contract
+
+
+def _frames(cfg, count: int) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
+    """A moving bright square on a gradient: consecutive frames differ but stay related."""
+    h, w = cfg.model.input_height, cfg.model.input_width
+    base = torch.linspace(0, 200, w).expand(3, h, w).clone()
+    frames = []
+    for t in range(count):
+        image = base.clone()
+        image[:, 40:100, 50 + 30 * t: 130 + 30 * t] = 250
+        frames.append(image.to(torch.uint8)[None])
+    return frames
+
+
+def test_graph_is_static_and_has_no_forbidden_ops(exported) -> None:  # type: ignore[no-untyped-def]
+    cfg, _, path, contract = exported
+    model = onnx.load(str(path))
+    ops = {node.op_type for node in model.graph.node}
+    assert not ops & FORBIDDEN_OPS
+    assert "Einsum" not in ops and "NonZero" not in ops
+    inputs, outputs = onnx_io(model)  # raises on any dynamic dimension
+    assert [s.shape for s in inputs] == [s.shape for s in contract_for(cfg).inputs]
+    assert [s.shape for s in outputs] == [s.shape for s in contract_for(cfg).outputs]
+    assert contract.opset >= 17
+    assert {op.version for op in model.opset_import if op.domain in ("", "ai.onnx")} == {contract.opset}
+
+
+def test_contract_file_describes_the_model(exported) -> None:  # type: ignore[no-untyped-def]
+    cfg, _, path, contract = exported
+    loaded = ModelContract.load(path.with_suffix(".json"))
+    assert loaded == contract
+    values = json.loads(path.with_suffix(".json").read_text())
+    assert values["class_names"][11] == "person" and values["net_to_dataset"][:2] == [11, 13]
+    assert values["config_hash"] == cfg.hash() and values["normalization"]["inside_graph"] is True
+
+
+def test_five_frames_feeding_kernels_back_match_pytorch(exported) -> None:  # type: ignore[no-untyped-def]
+    cfg, frame_net, path, _ = exported
+    backend = OnnxRuntimeBackend(path)
+    thresholds = threshold_tensor(cfg.postprocess)
+    torch_prev = ort_prev = backend.initial_kernels()
+    worst: dict[str, float] = {}
+    for t, image in enumerate(_frames(cfg, FRAMES)):
+        use_prev = torch.tensor([0.0 if t == 0 else 1.0])
+        with torch.inference_mode():
+            expected = frame_net(image, torch_prev, use_prev, thresholds)
+        got = backend.infer(image, ort_prev, use_prev, thresholds)
+        for name, a, b in zip(expected._fields, expected, got, strict=True):
+            assert a.dtype == b.dtype and a.shape == b.shape, name
+            if a.is_floating_point():
+                worst[name] = max(worst.get(name, 0.0), float((a - b).abs().max()))
+            else:
+                assert torch.equal(a, b), f"{name} differs on frame {t}"
+        torch_prev, ort_prev = expected.kernels, got.kernels  # each backend feeds back its own kernels
+    assert max(worst.values()) < 1e-4, worst
+
+
+def test_check_graph_rejects_einsum_and_runtime_conv_weights() -> None:
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])
+    einsum = helper.make_graph([helper.make_node("Einsum", ["x", "x"], ["y"], equation="ij,ij->ij")], "g", [x], [y])
+    with pytest.raises(ExportError, match="Einsum"):
+        check_graph(helper.make_model(einsum))
+    img = helper.make_tensor_value_info("img", onnx.TensorProto.FLOAT, [1, 1, 4, 4])
+    w = helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, [1, 1, 1, 1])
+    out = helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [1, 1, 4, 4])
+    conv = helper.make_graph([helper.make_node("Conv", ["img", "w"], ["out"])], "g", [img, w], [out])
+    with pytest.raises(ExportError, match="run-time weights"):
+        check_graph(helper.make_model(conv))
+
+
+def test_dynamic_dimension_is_reported() -> None:
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 2])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 2])])
+    with pytest.raises(ExportError, match="dynamic dimension 'batch'"):
+        onnx_io(helper.make_model(graph))
+
+
+def test_replaced_onnx_file_is_refused(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, _, path, _ = exported
+    copy = tmp_path / "model.onnx"
+    shutil.copy(path, copy)
+    shutil.copy(path.with_suffix(".json"), copy.with_suffix(".json"))
+    copy.write_bytes(copy.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ContractError, match="does not match the sha256"):
+        OnnxRuntimeBackend(copy)
+
+
+def test_corrupt_onnx_with_matching_contract_is_a_backend_error(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, _, path, contract = exported
+    copy = tmp_path / "model.onnx"
+    copy.write_bytes(path.read_bytes()[: 1000])
+    from vknet_model.contract import file_sha256
+
+    values = contract.to_dict() | {"onnx_sha256": file_sha256(copy)}
+    copy.with_suffix(".json").write_text(json.dumps(values))
+    with pytest.raises(BackendError, match="cannot load"):
+        OnnxRuntimeBackend(copy)
+
+
+def test_contract_shape_mismatch_is_reported(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, _, path, contract = exported
+    copy = tmp_path / "model.onnx"
+    shutil.copy(path, copy)
+    values = contract.to_dict()
+    values["outputs"][1]["shape"] = [1, 2]
+    copy.with_suffix(".json").write_text(json.dumps(values))
+    with pytest.raises(ContractError, match=r"output slot_map: shape \[48, 160\] != contract \[1, 2\]"):
+        OnnxRuntimeBackend(copy)
+
+
+def test_missing_contract_names_the_export_command(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, _, path, _ = exported
+    copy = tmp_path / "lonely.onnx"
+    shutil.copy(path, copy)
+    with pytest.raises(ContractError, match="vknet export"):
+        OnnxRuntimeBackend(copy)
+
+
+def test_factory_routes_files_to_backends(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg, frame_net, path, _ = exported
+    assert open_backend(path).name == "onnxruntime"
+    checkpoint = tmp_path / "model.pt"
+    save_checkpoint(checkpoint, frame_net.net, cfg)
+    assert open_backend(checkpoint).name == "torch"
+    with pytest.raises(BackendError, match="needs an ONNX file"):
+        open_backend(checkpoint, backend="onnxruntime")
+    with pytest.raises(BackendError, match="needs the training checkpoint"):
+        open_backend(path, backend="torch")
+    with pytest.raises(BackendError, match="unknown backend"):
+        open_backend(path, backend="openvino")
