@@ -15,6 +15,8 @@ import sys
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("vknet_model.export_cli", "export a checkpoint to ONNX (+ model.json contract) and check it"),
+    "engine": ("vknet_model.engine_cli",
+               "build the TensorRT engine for an exported model ahead of time (cached per GPU/TensorRT version)"),
     "doctor": ("vknet_ros.doctor",
                "check the installation and measure a ROS 2 image round trip over loopback DDS"),
 }

@@ -46,7 +46,7 @@ def open_backend(model_path: str | Path, backend: str = "auto", device: str = "c
     if backend == "tensorrt":
         from vknet_model.backends.tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(model_path)
+        return TensorRTBackend(model_path, device_index=int(device.split(":")[1]) if ":" in device else 0)
     from vknet_model.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else None
