@@ -8,7 +8,37 @@ ROS_DOMAIN_ID, whatever the calling shell had, so parallel runs never hear each 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import numpy as np
+import pytest
 
 from vknet_ros.dds_env import loopback_environment
 
 os.environ.update(loopback_environment())
+
+
+def moving_square_frame(t: int, height: int, width: int) -> np.ndarray:
+    """RGB uint8 [H, W, 3]: a bright square moving right over a gradient (frames differ but stay related)."""
+    image = np.repeat(np.linspace(0, 200, width, dtype=np.float32)[None, :, None], height, axis=0)
+    image = np.repeat(image, 3, axis=2)
+    top, left = height // 5, width // 12 + 30 * t
+    image[top: top + height // 3, left: left + width // 8] = 250
+    return image.astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def exported_tiny(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A seeded random-weight tiny model exported once per run: (config, FrameNet, onnx path, contract)."""
+    import torch
+
+    from vknet_model.config import resolve_config
+    from vknet_model.export import export_onnx
+    from vknet_model.network import build_frame_net
+
+    cfg = resolve_config("tiny")
+    torch.manual_seed(0)
+    frame_net = build_frame_net(cfg).eval()
+    path: Path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    contract = export_onnx(frame_net, cfg, path)
+    return cfg, frame_net, path, contract

@@ -9,43 +9,26 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
+from conftest import moving_square_frame
 from onnx import helper
 
 from vknet_model.backends import BackendError, open_backend
 from vknet_model.backends.onnxruntime_backend import OnnxRuntimeBackend
 from vknet_model.checkpoint import save_checkpoint
-from vknet_model.config import resolve_config
 from vknet_model.contract import ContractError, ModelContract, contract_for
-from vknet_model.export import FORBIDDEN_OPS, ExportError, check_graph, export_onnx, onnx_io
-from vknet_model.network import build_frame_net, threshold_tensor
+from vknet_model.export import FORBIDDEN_OPS, ExportError, check_graph, onnx_io
+from vknet_model.network import threshold_tensor
 
 FRAMES = 5
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    cfg = resolve_config("tiny")
-    torch.manual_seed(0)
-    frame_net = build_frame_net(cfg).eval()
-    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    contract = export_onnx(frame_net, cfg, path)
-    return cfg, frame_net, path, contract
-
-
 def _frames(cfg, count: int) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
-    """A moving bright square on a gradient: consecutive frames differ but stay related."""
     h, w = cfg.model.input_height, cfg.model.input_width
-    base = torch.linspace(0, 200, w).expand(3, h, w).clone()
-    frames = []
-    for t in range(count):
-        image = base.clone()
-        image[:, 40:100, 50 + 30 * t: 130 + 30 * t] = 250
-        frames.append(image.to(torch.uint8)[None])
-    return frames
+    return [torch.from_numpy(moving_square_frame(t, h, w).transpose(2, 0, 1).copy())[None] for t in range(count)]
 
 
-def test_graph_is_static_and_has_no_forbidden_ops(exported) -> None:  # type: ignore[no-untyped-def]
-    cfg, _, path, contract = exported
+def test_graph_is_static_and_has_no_forbidden_ops(exported_tiny) -> None:  # type: ignore[no-untyped-def]
+    cfg, _, path, contract = exported_tiny
     model = onnx.load(str(path))
     ops = {node.op_type for node in model.graph.node}
     assert not ops & FORBIDDEN_OPS
@@ -57,8 +40,8 @@ def test_graph_is_static_and_has_no_forbidden_ops(exported) -> None:  # type: ig
     assert {op.version for op in model.opset_import if op.domain in ("", "ai.onnx")} == {contract.opset}
 
 
-def test_contract_file_describes_the_model(exported) -> None:  # type: ignore[no-untyped-def]
-    cfg, _, path, contract = exported
+def test_contract_file_describes_the_model(exported_tiny) -> None:  # type: ignore[no-untyped-def]
+    cfg, _, path, contract = exported_tiny
     loaded = ModelContract.load(path.with_suffix(".json"))
     assert loaded == contract
     values = json.loads(path.with_suffix(".json").read_text())
@@ -66,8 +49,8 @@ def test_contract_file_describes_the_model(exported) -> None:  # type: ignore[no
     assert values["config_hash"] == cfg.hash() and values["normalization"]["inside_graph"] is True
 
 
-def test_five_frames_feeding_kernels_back_match_pytorch(exported) -> None:  # type: ignore[no-untyped-def]
-    cfg, frame_net, path, _ = exported
+def test_five_frames_feeding_kernels_back_match_pytorch(exported_tiny) -> None:  # type: ignore[no-untyped-def]
+    cfg, frame_net, path, _ = exported_tiny
     backend = OnnxRuntimeBackend(path)
     thresholds = threshold_tensor(cfg.postprocess)
     torch_prev = ort_prev = backend.initial_kernels()
@@ -109,8 +92,8 @@ def test_dynamic_dimension_is_reported() -> None:
         onnx_io(helper.make_model(graph))
 
 
-def test_replaced_onnx_file_is_refused(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    _, _, path, _ = exported
+def test_replaced_onnx_file_is_refused(exported_tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, _, path, _ = exported_tiny
     copy = tmp_path / "model.onnx"
     shutil.copy(path, copy)
     shutil.copy(path.with_suffix(".json"), copy.with_suffix(".json"))
@@ -119,8 +102,8 @@ def test_replaced_onnx_file_is_refused(exported, tmp_path: Path) -> None:  # typ
         OnnxRuntimeBackend(copy)
 
 
-def test_corrupt_onnx_with_matching_contract_is_a_backend_error(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    _, _, path, contract = exported
+def test_corrupt_onnx_with_matching_contract_is_a_backend_error(exported_tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, _, path, contract = exported_tiny
     copy = tmp_path / "model.onnx"
     copy.write_bytes(path.read_bytes()[: 1000])
     from vknet_model.contract import file_sha256
@@ -131,8 +114,8 @@ def test_corrupt_onnx_with_matching_contract_is_a_backend_error(exported, tmp_pa
         OnnxRuntimeBackend(copy)
 
 
-def test_contract_shape_mismatch_is_reported(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    _, _, path, contract = exported
+def test_contract_shape_mismatch_is_reported(exported_tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, _, path, contract = exported_tiny
     copy = tmp_path / "model.onnx"
     shutil.copy(path, copy)
     values = contract.to_dict()
@@ -142,16 +125,16 @@ def test_contract_shape_mismatch_is_reported(exported, tmp_path: Path) -> None: 
         OnnxRuntimeBackend(copy)
 
 
-def test_missing_contract_names_the_export_command(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    _, _, path, _ = exported
+def test_missing_contract_names_the_export_command(exported_tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, _, path, _ = exported_tiny
     copy = tmp_path / "lonely.onnx"
     shutil.copy(path, copy)
     with pytest.raises(ContractError, match="vknet export"):
         OnnxRuntimeBackend(copy)
 
 
-def test_factory_routes_files_to_backends(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    cfg, frame_net, path, _ = exported
+def test_factory_routes_files_to_backends(exported_tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg, frame_net, path, _ = exported_tiny
     assert open_backend(path).name == "onnxruntime"
     checkpoint = tmp_path / "model.pt"
     save_checkpoint(checkpoint, frame_net.net, cfg)

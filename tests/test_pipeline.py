@@ -1,0 +1,110 @@
+"""The framework-free Pipeline: geometry at the input resolution, tracking state, resets, backend parity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import moving_square_frame
+
+from vknet_model.backends.onnxruntime_backend import OnnxRuntimeBackend
+from vknet_model.backends.torch_backend import TorchBackend
+from vknet_model.config import PostprocessConfig, TrackerConfig
+from vknet_model.pipeline import InstancePool, Pipeline, PipelineError
+
+# The seeded random-weight model scores everything ~0.01: accept everything so that things are kept and
+# tracked, which is what these tests are about (the thresholds themselves are tested elsewhere).
+OPEN = PostprocessConfig(instance_score_thr=0.0, overlap_thr=0.1, mask_thr=0.5)
+TRACK_ALL = TrackerConfig(init_score_thr=0.0, obj_score_thr=0.0)
+
+
+@pytest.fixture()
+def torch_pipeline(exported_tiny) -> Pipeline:  # type: ignore[no-untyped-def]
+    cfg, frame_net, _, _ = exported_tiny
+    return Pipeline(TorchBackend(frame_net, cfg), postprocess=OPEN, tracker=TRACK_ALL)
+
+
+@pytest.mark.parametrize("size", [(375, 1242), (97, 203), (480, 640)])
+def test_outputs_are_at_input_resolution_and_consistent(torch_pipeline: Pipeline, size: tuple[int, int]) -> None:
+    h, w = size
+    result = torch_pipeline.step(moving_square_frame(0, h, w), stamp=0.0, frame_id="cam")
+    divisor = torch_pipeline.data.label_divisor
+    assert result.panoptic.shape == (h, w) and result.panoptic.dtype == np.int32
+    assert result.semantic.shape == (h, w) and result.semantic.dtype == np.uint8
+    assert np.array_equal(result.semantic, result.panoptic // divisor)
+    assert result.semantic.max() < 19
+    assert result.objects, "the open thresholds must produce tracked things"
+    for obj in result.objects:
+        assert 1 <= obj.instance < divisor and obj.class_id in (11, 13)
+        pixels = np.argwhere(result.panoptic == obj.class_id * divisor + obj.instance)
+        # Areas and centroids are computed on the stride-4 grid but must be exact at the input resolution.
+        assert obj.mask_area == len(pixels)
+        np.testing.assert_allclose(obj.centroid, (pixels[:, 1].mean(), pixels[:, 0].mean()), atol=1e-6)
+        x1, y1, x2, y2 = obj.box
+        assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
+        assert x1 <= pixels[:, 1].min() + 1 and pixels[:, 1].max() <= x2 + 1
+    instances = [o.instance for o in result.objects]
+    assert len(set(instances)) == len(instances)
+
+
+def test_tracks_persist_and_resets_follow_the_rules(torch_pipeline: Pipeline) -> None:
+    p = torch_pipeline
+    first = p.step(moving_square_frame(0, 375, 1242), stamp=10.0, frame_id="cam")
+    assert first.reset_reason == "start"
+    ids0 = {o.track_id for o in first.objects}
+    second = p.step(moving_square_frame(0, 375, 1242), stamp=10.1, frame_id="cam")
+    assert second.reset_reason == ""
+    assert {o.track_id for o in second.objects} & ids0, "an unchanged frame keeps (some of) its track ids"
+    assert all(o.age >= 1 for o in second.objects if o.track_id in ids0)
+    assert "time jumped back" in p.step(moving_square_frame(0, 375, 1242), stamp=5.0, frame_id="cam").reset_reason
+    assert "gap of" in p.step(moving_square_frame(0, 375, 1242), stamp=9.0, frame_id="cam").reset_reason
+    after = p.step(moving_square_frame(0, 375, 1242), stamp=9.1, frame_id="other")
+    assert "frame_id changed" in after.reset_reason
+    assert min(o.track_id for o in after.objects) > max(ids0), "track ids are never reused after a reset"
+    p.reset("user")
+    assert p.step(moving_square_frame(0, 375, 1242), stamp=9.2, frame_id="other").reset_reason == "user"
+
+
+def test_bad_images_raise_and_leave_the_state_alone(torch_pipeline: Pipeline) -> None:
+    p = torch_pipeline
+    p.step(moving_square_frame(0, 375, 1242), stamp=1.0, frame_id="cam")
+    for bad in (np.zeros((0, 10, 3), np.uint8), np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float64)):
+        with pytest.raises(ValueError, match="image"):
+            p.step(bad, stamp=1.05, frame_id="cam")
+    assert p.step(moving_square_frame(1, 375, 1242), stamp=1.1, frame_id="cam").reset_reason == ""
+
+
+def test_thresholds_change_at_run_time(torch_pipeline: Pipeline) -> None:
+    p = torch_pipeline
+    assert p.step(moving_square_frame(0, 375, 1242), stamp=0.0, frame_id="cam").objects
+    p.set_postprocess(PostprocessConfig(instance_score_thr=0.99))
+    assert not p.step(moving_square_frame(0, 375, 1242), stamp=0.1, frame_id="cam").objects
+    with pytest.raises(ValueError, match="overlap_thr"):
+        p.set_postprocess(PostprocessConfig(overlap_thr=1.5))
+
+
+def test_torch_and_onnxruntime_pipelines_agree_over_five_frames(exported_tiny) -> None:  # type: ignore[no-untyped-def]
+    cfg, frame_net, path, _ = exported_tiny
+    pipes = [Pipeline(TorchBackend(frame_net, cfg), postprocess=OPEN, tracker=TRACK_ALL),
+             Pipeline(OnnxRuntimeBackend(path), postprocess=OPEN, tracker=TRACK_ALL)]
+    tracked = 0
+    for t in range(5):
+        image = moving_square_frame(t, 375, 1242)
+        a, b = (p.step(image, stamp=0.1 * t, frame_id="cam") for p in pipes)
+        assert np.array_equal(a.panoptic, b.panoptic), f"panoptic maps differ on frame {t}"
+        assert [o.track_id for o in a.objects] == [o.track_id for o in b.objects], f"track ids differ on frame {t}"
+        assert [o.instance for o in a.objects] == [o.instance for o in b.objects]
+        np.testing.assert_allclose([o.score for o in a.objects], [o.score for o in b.objects], atol=1e-5)
+        tracked += len(a.objects)
+    assert tracked > 0
+
+
+def test_instance_pool_reuses_numbers_of_dead_tracks_only() -> None:
+    pool = InstancePool(max_instance=3, hold_frames=2)
+    assert pool.assign([100, 101], frame=0) == [1, 2]
+    assert pool.assign([101, 102], frame=1) == [2, 3]     # 100 unseen for 1 frame: still holds 1
+    with pytest.raises(PipelineError, match="more than 3 live tracks"):
+        pool.assign([103], frame=1)
+    assert pool.assign([103], frame=2) == [1]             # 100 unseen for 2 frames: 1 is free again
+    assert pool.assign([101, 103], frame=3) == [2, 1]
+    pool.clear()
+    assert pool.assign([200], frame=0) == [1]
