@@ -136,10 +136,11 @@ def _spawn(rng: np.random.Generator, cfg: SynthConfig, pan_width: int, road_top:
     objects: list[_Object] = []
     next_instance = {CAR: 1, PERSON: 1}
     h = cfg.height
-    for cls, count in ((CAR, int(rng.integers(2, cfg.max_cars + 1))), (PERSON, int(rng.integers(2, cfg.max_people + 1)))):
+    counts = ((CAR, int(rng.integers(2, cfg.max_cars + 1))), (PERSON, int(rng.integers(2, cfg.max_people + 1))))
+    for cls, count in counts:
         for _ in range(count):
             start = int(rng.integers(0, max(1, frames // 2)))
-            end = int(min(frames - 1, start + rng.integers(frames // 3, frames + 1)))
+            end = min(frames - 1, start + int(rng.integers(frames // 3, frames + 1)))
             if cls == CAR:
                 bottom = float(rng.uniform(road_top + 0.15 * (h - road_top), h - 2))
                 speed = float(rng.uniform(4.0, 12.0)) * (1 if rng.uniform() < 0.5 else -1)
@@ -219,7 +220,7 @@ def render_sequence(seed: int, sequence: int, cfg: SynthConfig) -> tuple[list[np
     cam_jitter = rng.normal(0, 0.8, size=frames).cumsum() * 0.3
     images, panoptics = [], []
     for t in range(frames):
-        offset = int(round(cfg.camera_speed * t + cam_jitter[t])) % max(1, pan_width - cfg.width)
+        offset = round(float(cfg.camera_speed * t + cam_jitter[t])) % max(1, pan_width - cfg.width)
         image = background[:, offset:offset + cfg.width].copy()
         class_map = stuff[:, offset:offset + cfg.width].copy()
         instance_map = np.zeros(class_map.shape, dtype=np.int32)
