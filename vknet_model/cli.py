@@ -15,6 +15,7 @@ import sys
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("training.synth_cli", "generate synthetic KITTI-STEP sequences (images + panoptic labels)"),
+    "train": ("training.train_cli", "train Video K-Net on KITTI-STEP-layout data (1 GPU, CPU, or torchrun DDP)"),
     "export": ("vknet_model.export_cli", "export a checkpoint to ONNX (+ model.json contract) and check it"),
     "engine": ("vknet_model.engine_cli",
                "build the TensorRT engine for an exported model ahead of time (cached per GPU/TensorRT version)"),

@@ -142,9 +142,28 @@ class TrainConfig:
     warmup_iters: int = 500
     iters: int = 10000
     lr_steps: tuple[int, ...] = (8000,)
-    batch_size: int = 2
+    batch_size: int = 2               # frame pairs per GPU / process
     ref_offsets: tuple[int, ...] = (-2, -1, 1, 2)
+    crop: tuple[int, ...] = (384, 1248)   # training crop (height, width), the paper's for KITTI-STEP
+    input_scale: float = 1.0          # resize applied before the random scale (brings images to the model's size)
+    scale_range: tuple[float, ...] = (0.5, 2.0)
+    flip: bool = True
+    amp: bool = True                  # mixed precision on CUDA (ignored on CPU)
+    checkpoint_every: int = 1000
+    val_every: int = 1000             # iterations between validations (0: only at the end)
+    log_every: int = 20
+    workers: int = 2                  # data-loading processes per training process
     seed: int = 0
+
+    def validate(self) -> None:
+        if len(self.crop) != 2 or min(self.crop) < 32:
+            raise ConfigError(f"train.crop must be [height, width] >= 32, got {list(self.crop)}")
+        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ConfigError(f"train.scale_range must be [min, max] with 0 < min <= max, got {list(self.scale_range)}")
+        if any(s <= 0 for s in self.lr_steps) or list(self.lr_steps) != sorted(self.lr_steps):
+            raise ConfigError(f"train.lr_steps must be increasing positive iterations, got {list(self.lr_steps)}")
+        if self.batch_size < 1 or self.iters < 1:
+            raise ConfigError("train.batch_size and train.iters must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -164,6 +183,7 @@ class VKNetConfig:
     def validate(self) -> VKNetConfig:
         self.data.validate()
         self.model.validate()
+        self.train.validate()
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,54 @@
+"""Train Video K-Net on KITTI-STEP-layout data (real KITTI-STEP, or `vknet synth` output).
+
+Trains on frame pairs (a key frame and a reference frame 1-2 frames away, re-drawn every iteration) with
+the K-Net losses on both frames plus the tracking losses, AdamW (backbone lr x0.25), linear warm-up, step
+decay, gradient clipping and mixed precision on GPUs. Writes into --out:
+
+  last.pt        checkpoint every train.checkpoint_every iterations (resumed automatically)
+  model.pt       the final weights (what `vknet export` and `--model` take)
+  metrics.csv    loss components, learning rate and gradient norm every train.log_every iterations
+  val.csv        STQ / AQ / SQ on the validation split every train.val_every iterations
+
+One GPU or CPU:  vknet train --config r50 --data /data/kitti-step --out runs/r50
+Several GPUs:    torchrun --nproc_per_node 8 -m vknet_model.cli train --config r50 --data ... --out ...
+(several nodes: add torchrun's --nnodes/--node_rank/--rdzv_endpoint; train.batch_size is per process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="built-in config name (tiny, r18, r50) or a YAML path")
+    parser.add_argument("--data", type=Path, required=True, help="dataset root in the KITTI-STEP layout")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints and logs)")
+    parser.add_argument("--split", default="train", help="training split folder (default train)")
+    parser.add_argument("--val-split", default="val", help="validation split ('' to skip; default val)")
+    parser.add_argument("--val-sequences", type=int, default=0, help="validate on the first N sequences (0: all)")
+    parser.add_argument("--iters", type=int, help="override train.iters")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if present")
+    parser.add_argument("--no-resume", action="store_true", help="ignore an existing out/last.pt")
+    parser.add_argument("--init", type=Path, help="start from this checkpoint's weights (fine-tuning)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.datasets import DatasetError
+    from training.trainer import RunOptions, train
+    from vknet_model.checkpoint import CheckpointError
+    from vknet_model.config import ConfigError, resolve_config
+
+    try:
+        cfg = resolve_config(args.config)
+        opts = RunOptions(data=args.data, out=args.out, split=args.split, val_split=args.val_split or None,
+                          val_sequences=args.val_sequences, iters=args.iters, device=args.device,
+                          resume=not args.no_resume, init=args.init, progress=not args.no_progress)
+        final = train(cfg, opts)
+    except (ConfigError, DatasetError, CheckpointError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"trained model: {final}")
+    return 0

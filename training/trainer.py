@@ -1,0 +1,315 @@
+"""Video K-Net training: frame pairs, AdamW, warm-up and step decay, AMP, checkpoints, resume, validation.
+
+One process trains on the CPU or one GPU; under ``torchrun`` every process trains one replica with torch
+DDP (NCCL on GPUs, gloo on CPUs) and rank 0 logs, validates and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from training.datasets import AugmentConfig, FramePairDataset, VideoSequence, kitti_step_sequences
+from training.evaluate import evaluate_stq
+from training.losses import FrameTargets, LossWeights, VideoKNetCriterion, targets_from_panoptic
+from vknet_model.backends.torch_backend import TorchBackend
+from vknet_model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from vknet_model.config import DataConfig, VKNetConfig
+from vknet_model.network import KernelOutputs, VKNet, build_frame_net, build_model
+from vknet_model.pipeline import Pipeline
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a training run reads and writes (the rest comes from the config)."""
+
+    data: Path
+    out: Path
+    split: str = "train"
+    val_split: str | None = "val"
+    val_sequences: int = 0          # 0: all of them
+    iters: int | None = None        # overrides train.iters
+    device: str = "auto"
+    resume: bool = True             # continue from out/last.pt when it exists
+    init: Path | None = None        # start from these weights (fine-tuning)
+    progress: bool = True
+
+
+class PairModel(nn.Module):
+    """Both frames of a pair in one forward, so that DDP sees one forward per backward.
+
+    The reference frame runs first as a video's first frame; the key frame then links to the reference
+    frame's kernels (detached), which trains kernel linking the way inference uses it.
+    """
+
+    def __init__(self, net: VKNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, key: torch.Tensor, ref: torch.Tensor) -> tuple[KernelOutputs, KernelOutputs]:
+        b = key.shape[0]
+        n = self.net.num_proposals + self.net.initial.conv_seg.out_channels - self.net.initial.num_thing_classes
+        channels = self.net.initial.proposals.in_channels
+        zeros = torch.zeros(b, n, channels, device=key.device, dtype=torch.float32)
+        ref_out = self.net(ref, zeros, torch.zeros(b, device=key.device))
+        key_out = self.net(key, ref_out.kernels.detach(), torch.ones(b, device=key.device))
+        return key_out, ref_out
+
+
+class PairCollate:
+    """numpy samples -> image tensors and loss targets (runs in the data-loading workers)."""
+
+    def __init__(self, data: DataConfig, mask_size: tuple[int, int]) -> None:
+        self.data = data
+        self.mask_size = mask_size
+
+    def __call__(self, samples: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+        batch: dict[str, Any] = {}
+        for name in ("key", "ref"):
+            batch[f"{name}_image"] = torch.from_numpy(np.stack([s[f"{name}_image"] for s in samples]))
+            batch[f"{name}_targets"] = [targets_from_panoptic(s[f"{name}_panoptic"], self.data, self.mask_size)
+                                        for s in samples]
+        return batch
+
+
+def _seed_worker(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        info.dataset.reseed(torch.initial_seed() % 2**32)  # type: ignore[attr-defined]
+
+
+def _lr_factor(step: int, cfg: VKNetConfig) -> float:
+    t = cfg.train
+    warm = min(1.0, (step + 1) / t.warmup_iters) if t.warmup_iters else 1.0
+    return warm * 0.1 ** sum(step >= s for s in t.lr_steps)
+
+
+def _param_groups(net: VKNet, cfg: VKNetConfig) -> list[dict[str, Any]]:
+    backbone = [p for p in net.backbone.parameters() if p.requires_grad]
+    ids = {id(p) for p in backbone}
+    rest = [p for p in net.parameters() if p.requires_grad and id(p) not in ids]
+    return [{"params": backbone, "lr": cfg.train.lr * cfg.train.backbone_lr_mult},
+            {"params": rest, "lr": cfg.train.lr}]
+
+
+def _to_device(targets: list[FrameTargets], device: torch.device) -> list[FrameTargets]:
+    return [dataclasses.replace(t, **{f.name: getattr(t, f.name).to(device) for f in dataclasses.fields(t)})
+            for t in targets]
+
+
+def weights_checksum(net: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class _Distributed:
+    """torchrun's environment, or a single process."""
+
+    def __init__(self, device: str) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("--device cuda requested but no CUDA device is available")
+        self.device = torch.device(f"cuda:{local}" if cuda else "cpu")
+        if cuda:
+            torch.cuda.set_device(self.device)
+        if self.world > 1:
+            dist.init_process_group("nccl" if cuda else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _batches(loader: DataLoader, sampler: DistributedSampler, start_epoch: int) -> Iterator[dict[str, Any]]:
+    epoch = start_epoch
+    while True:
+        sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def train(cfg: VKNetConfig, opts: RunOptions) -> Path:
+    """Train ``cfg`` on ``opts.data``; return the path of the final checkpoint (``out/model.pt``)."""
+    env = _Distributed(opts.device)
+    try:
+        return _train(cfg, opts, env)
+    finally:
+        env.close()
+
+
+def _train(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> Path:
+    t = cfg.train
+    iters = opts.iters or t.iters
+    out = opts.out
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(t.seed)
+    net = build_model(cfg).to(env.device)
+    if opts.init is not None:
+        init_cfg, init_net, _ = load_checkpoint(opts.init)
+        net.load_state_dict(init_net.state_dict())
+        _LOG.info("initialised from %s (config %s)", opts.init, init_cfg.hash())
+    optimizer = torch.optim.AdamW(_param_groups(net, cfg), lr=t.lr, weight_decay=t.weight_decay)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    start = 0
+    last = out / "last.pt"
+    if opts.resume and last.is_file():
+        payload = read_checkpoint(last)
+        if payload["config_hash"] != cfg.hash():
+            raise RuntimeError(f"{last} was trained with config {payload['config_hash']}, not {cfg.hash()}: "
+                               f"use another --out or --no-resume")
+        net.load_state_dict(payload["state_dict"])
+        optimizer.load_state_dict(payload["optimizer"])
+        start = int(payload["step"])
+        _LOG.info("resumed from %s at iteration %d", last, start)
+    model: nn.Module = PairModel(net)
+    if env.world > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None)
+    criterion = VideoKNetCriterion(num_proposals=cfg.model.num_proposals, num_thing_classes=cfg.data.num_things,
+                                   num_classes=cfg.data.num_classes, weights=LossWeights())
+    sequences = kitti_step_sequences(opts.data, opts.split, cfg.data.label_divisor)
+    augment = AugmentConfig(crop=(t.crop[0], t.crop[1]), scale_range=(t.scale_range[0], t.scale_range[1]),
+                            flip=t.flip, base_scale=t.input_scale)
+    dataset = FramePairDataset(sequences, ref_offsets=t.ref_offsets, augment=augment,
+                               label_divisor=cfg.data.label_divisor, seed=t.seed + env.rank)
+    sampler = DistributedSampler(dataset, num_replicas=env.world, rank=env.rank, shuffle=True, seed=t.seed)
+    mask_size = (t.crop[0] // 8, t.crop[1] // 8)
+    loader = DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, num_workers=t.workers,
+                        collate_fn=PairCollate(cfg.data, mask_size), worker_init_fn=_seed_worker, drop_last=True,
+                        persistent_workers=t.workers > 0)
+    val_sequences = _val_sequences(opts, cfg) if env.main else []
+    amp = t.amp and env.device.type == "cuda"
+    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+    frames_per_step = 2 * t.batch_size * env.world
+    if env.main:
+        _LOG.info("training %s (config %s) for %d iterations on %s x%d, %d sequences / %d frames, batch %d pairs "
+                  "per process", out, cfg.hash(), iters, env.device, env.world, len(sequences), len(dataset),
+                  t.batch_size)
+    metrics_file = out / "metrics.csv"
+    log_rows: list[dict[str, float]] = []
+    batches = _batches(loader, sampler, start_epoch=start * t.batch_size * env.world // max(1, len(dataset)))
+    model.train()
+    from tqdm import tqdm
+
+    bar = tqdm(total=iters, initial=start, unit="it", desc="train", disable=not (env.main and opts.progress))
+    started = time.perf_counter()
+    for step in range(start, iters):
+        batch = next(batches)
+        for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+            group["lr"] = base * _lr_factor(step, cfg)
+        key = batch["key_image"].to(env.device, non_blocking=True).float()
+        ref = batch["ref_image"].to(env.device, non_blocking=True).float()
+        with torch.autocast(env.device.type, dtype=amp_dtype, enabled=amp):
+            key_out, ref_out = model(key, ref)
+        loss, parts = criterion(_float_outputs(key_out), _float_outputs(ref_out),
+                                _to_device(batch["key_targets"], env.device),
+                                _to_device(batch["ref_targets"], env.device))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at iteration {step}: lower train.lr or check data")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        grad_norm = float(nn.utils.clip_grad_norm_(net.parameters(), t.grad_clip))
+        scaler.step(optimizer)
+        scaler.update()
+        bar.update(1)
+        done = step + 1
+        if env.main:
+            row = {"step": done, "lr": optimizer.param_groups[1]["lr"], "loss": float(loss), "grad_norm": grad_norm,
+                   **{k: float(v) for k, v in parts.items()}}
+            log_rows.append(row)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+            if done % t.log_every == 0 or done == iters:
+                elapsed = time.perf_counter() - started
+                rate = (done - start) * frames_per_step / elapsed
+                _append_csv(metrics_file, log_rows, elapsed)
+                log_rows = []
+                _LOG.info("it %d/%d loss %.4f lr %.2e grad %.2f (%.1f frames/s)", done, iters, float(loss),
+                          row["lr"], grad_norm, rate)
+            if done % t.checkpoint_every == 0 or done == iters:
+                save_checkpoint(last, net, cfg, step=done, optimizer=optimizer.state_dict())
+            if val_sequences and ((t.val_every and done % t.val_every == 0) or done == iters):
+                scores = evaluate_stq(Pipeline(TorchBackend(build_frame_net(cfg, net), cfg, env.device)),
+                                      val_sequences, cfg.data, progress=opts.progress)
+                net.train()
+                _append_csv(out / "val.csv", [{"step": done, **scores}], time.perf_counter() - started)
+                _LOG.info("validation at %d: STQ %.4f AQ %.4f SQ %.4f", done, scores["STQ"], scores["AQ"], scores["SQ"])
+    bar.close()
+    final = out / "model.pt"
+    if env.world > 1:
+        checksums: list[str | None] = [None] * env.world
+        dist.all_gather_object(checksums, weights_checksum(net))
+        if env.main:
+            identical = len(set(checksums)) == 1
+            (out / "replicas.txt").write_text("\n".join(f"rank {r}: {c}" for r, c in enumerate(checksums))
+                                              + f"\nidentical: {identical}\n")
+            if not identical:
+                raise RuntimeError(f"DDP replicas diverged: {checksums}")
+    if env.main:
+        save_checkpoint(final, net, cfg, step=iters, train_seconds=round(time.perf_counter() - started, 1))
+        _LOG.info("wrote %s after %d iterations (%.0f s)", final, iters, time.perf_counter() - started)
+    return final
+
+
+def _float_outputs(out: KernelOutputs) -> KernelOutputs:
+    """Losses in fp32 whatever autocast produced (focal and dice terms underflow in fp16)."""
+    return KernelOutputs([c.float() for c in out.cls_logits], [m.float() for m in out.mask_logits],
+                         out.sem_logits.float(), out.kernels.float(), out.embeddings.float())
+
+
+def _val_sequences(opts: RunOptions, cfg: VKNetConfig) -> list[VideoSequence]:
+    if not opts.val_split:
+        return []
+    split_dir = opts.data / "images" / opts.val_split
+    if not split_dir.is_dir():
+        _LOG.warning("no %s split in %s: training without validation", opts.val_split, opts.data)
+        return []
+    sequences = kitti_step_sequences(opts.data, opts.val_split, cfg.data.label_divisor)
+    return sequences[: opts.val_sequences] if opts.val_sequences else sequences
+
+
+def _append_csv(path: Path, rows: list[dict[str, float]], elapsed: float) -> None:
+    if not rows:
+        return
+    fields = ["time_s", *rows[0].keys()]
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        for row in rows:
+            writer.writerow({"time_s": round(elapsed, 2), **{k: (round(v, 6) if isinstance(v, float) else v)
+                                                             for k, v in row.items()}})
+
+
+def lr_schedule(cfg: VKNetConfig, steps: list[int]) -> list[float]:
+    """The learning-rate factor at each of ``steps`` (for tests and docs)."""
+    return [_lr_factor(s, cfg) for s in steps]
+
+
