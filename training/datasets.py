@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from torch.utils.data import Dataset
 
 _LOG = logging.getLogger(__name__)
 VOID = 255
@@ -169,7 +170,7 @@ class AugmentConfig:
     base_scale: float = 1.0  # applied before the random scale (e.g. 0.512 to bring KITTI to the tiny input)
 
 
-class FramePairDataset:
+class FramePairDataset(Dataset[dict[str, np.ndarray]]):
     """Key frame + reference frame at a random offset in ``ref_offsets``, re-drawn on every access.
 
     ``__getitem__`` returns a dict of numpy arrays: ``key_image``/``ref_image`` uint8 [3, h, w] and

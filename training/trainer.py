@@ -146,7 +146,7 @@ class _Distributed:
             dist.destroy_process_group()
 
 
-def _batches(loader: DataLoader, sampler: DistributedSampler, start_epoch: int) -> Iterator[dict[str, Any]]:
+def _batches(loader: DataLoader[Any], sampler: DistributedSampler[Any], start_epoch: int) -> Iterator[dict[str, Any]]:
     epoch = start_epoch
     while True:
         sampler.set_epoch(epoch)
@@ -189,7 +189,8 @@ def _train(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> Path:
         _LOG.info("resumed from %s at iteration %d", last, start)
     model: nn.Module = PairModel(net)
     if env.world > 1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None)
+        device_ids = [env.device] if env.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     criterion = VideoKNetCriterion(num_proposals=cfg.model.num_proposals, num_thing_classes=cfg.data.num_things,
                                    num_classes=cfg.data.num_classes, weights=LossWeights())
     sequences = kitti_step_sequences(opts.data, opts.split, cfg.data.label_divisor)
@@ -197,11 +198,13 @@ def _train(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> Path:
                             flip=t.flip, base_scale=t.input_scale)
     dataset = FramePairDataset(sequences, ref_offsets=t.ref_offsets, augment=augment,
                                label_divisor=cfg.data.label_divisor, seed=t.seed + env.rank)
-    sampler = DistributedSampler(dataset, num_replicas=env.world, rank=env.rank, shuffle=True, seed=t.seed)
+    sampler: DistributedSampler[dict[str, np.ndarray]] = DistributedSampler(
+        dataset, num_replicas=env.world, rank=env.rank, shuffle=True, seed=t.seed)
     mask_size = (t.crop[0] // 8, t.crop[1] // 8)
-    loader = DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, num_workers=t.workers,
-                        collate_fn=PairCollate(cfg.data, mask_size), worker_init_fn=_seed_worker, drop_last=True,
-                        persistent_workers=t.workers > 0)
+    loader: DataLoader[dict[str, np.ndarray]] = DataLoader(
+        dataset, batch_size=t.batch_size, sampler=sampler, num_workers=t.workers,
+        collate_fn=PairCollate(cfg.data, mask_size), worker_init_fn=_seed_worker, drop_last=True,
+        persistent_workers=t.workers > 0)
     val_sequences = _val_sequences(opts, cfg) if env.main else []
     amp = t.amp and env.device.type == "cuda"
     amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
