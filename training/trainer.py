@@ -244,16 +244,16 @@ def _train(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> Path:
         bar.update(1)
         done = step + 1
         if env.main:
-            row = {"step": done, "lr": optimizer.param_groups[1]["lr"], "loss": float(loss), "grad_norm": grad_norm,
-                   **{k: float(v) for k, v in parts.items()}}
+            row = {"step": done, "lr": optimizer.param_groups[1]["lr"], "loss": float(loss.detach()),
+                   "grad_norm": grad_norm, **{k: float(v) for k, v in parts.items()}}
             log_rows.append(row)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
             if done % t.log_every == 0 or done == iters:
                 elapsed = time.perf_counter() - started
                 rate = (done - start) * frames_per_step / elapsed
                 _append_csv(metrics_file, log_rows, elapsed)
                 log_rows = []
-                _LOG.info("it %d/%d loss %.4f lr %.2e grad %.2f (%.1f frames/s)", done, iters, float(loss),
+                _LOG.info("it %d/%d loss %.4f lr %.2e grad %.2f (%.1f frames/s)", done, iters, row["loss"],
                           row["lr"], grad_norm, rate)
             if done % t.checkpoint_every == 0 or done == iters:
                 save_checkpoint(last, net, cfg, step=done, optimizer=optimizer.state_dict())
