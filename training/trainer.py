@@ -114,8 +114,13 @@ def _to_device(targets: list[FrameTargets], device: torch.device) -> list[FrameT
 
 
 def weights_checksum(net: nn.Module) -> str:
+    """Digest of the trainable parameters.
+
+    Buffers (BatchNorm running statistics) are left out on purpose: DDP broadcasts rank 0's buffers at the
+    start of every forward, so after the last step each rank holds its own; only rank 0's are saved.
+    """
     digest = hashlib.sha256()
-    for name, tensor in sorted(net.state_dict().items()):
+    for name, tensor in sorted(net.named_parameters()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
