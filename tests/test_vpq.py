@@ -112,7 +112,8 @@ def reference_vpq(sequences: list[tuple[list[np.ndarray], list[np.ndarray]]], nu
         per_k[n] = average(n, classes)
         per_k[n]["things"] = average(n, classes & set(things))
         per_k[n]["stuff"] = average(n, classes - set(things))
-    return {"VPQ": sum(e["PQ"] for e in per_k.values()) / len(windows), "VPQ_per_k": per_k,
+    evaluated = [e["PQ"] for e in per_k.values() if e["N"] > 0]  # window sizes that saw data
+    return {"VPQ": sum(evaluated) / max(1, len(evaluated)), "VPQ_per_k": per_k,
             "stats": {n: {c: dict(v) for c, v in stats[n].items()} for n in windows}}
 
 
@@ -255,9 +256,10 @@ def test_short_sequences_and_empty_metric() -> None:
     vpq.update_sequence([gt, gt], [gt, gt])
     r = vpq.result()
     assert [r["VPQ_per_k"][n]["PQ"] for n in (1, 2, 3, 4)] == [1.0, 1.0, 0.0, 0.0]
-    assert r["VPQ_per_k"][3]["N"] == 0 and r["VPQ"] == 0.5
+    # Window sizes 3 and 4 saw no data: VPQ averages the sizes that did, so a short clip is not punished.
+    assert r["VPQ_per_k"][3]["N"] == 0 and r["VPQ"] == 1.0
     vpq.update_sequence([], [])
-    assert vpq.result()["VPQ"] == 0.5
+    assert vpq.result()["VPQ"] == 1.0
 
 
 def test_bad_inputs_raise() -> None:

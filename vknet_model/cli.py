@@ -16,6 +16,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("training.synth_cli", "generate synthetic KITTI-STEP sequences (images + panoptic labels)"),
     "train": ("training.train_cli", "train Video K-Net on KITTI-STEP-layout data (1 GPU, CPU, or torchrun DDP)"),
+    "predict": ("training.predict_cli", "run the pipeline over a KITTI-STEP-layout folder, write panoptic PNGs"),
+    "eval": ("training.eval_cli", "score panoptic predictions: STQ / AQ / SQ and VPQ"),
     "export": ("vknet_model.export_cli", "export a checkpoint to ONNX (+ model.json contract) and check it"),
     "engine": ("vknet_model.engine_cli",
                "build the TensorRT engine for an exported model ahead of time (cached per GPU/TensorRT version)"),

@@ -212,7 +212,8 @@ class VPQuality:
         """Compute VPQ over everything accumulated so far.
 
         Returns:
-            ``VPQ``, ``VPQ_things``, ``VPQ_stuff``: means over window sizes of the per-size PQ.
+            ``VPQ``, ``VPQ_things``, ``VPQ_stuff``: means of the per-size PQ over the window sizes that had at
+            least one window with a class in it (0.0 when none had).
             ``VPQ_per_k``: {n: {"PQ", "SQ", "RQ", "N", "things": {...}, "stuff": {...}}} per window size n
             (in evaluated frames; k = 5 (n - 1) on Cityscapes-VPS), N = number of classes averaged.
             ``PQ_per_class``: {n: {class: {"PQ", "SQ", "RQ", "IoU", "TP", "FP", "FN"}}} for every evaluated
@@ -243,11 +244,14 @@ class VPQuality:
             }
         if self._num_sequences == 0:
             _LOG.warning("VPQ: no sequence accumulated; every score is 0.0")
-        num_windows = len(self._windows)
+        # Average over the window sizes that saw data: a sequence shorter than a window has none of that size,
+        # and counting it as PQ 0 would punish short clips (VPSNet divides by zero there instead).
+        evaluated = [e for e in per_k.values() if e["N"] > 0]
+        count = max(1, len(evaluated))
         return {
-            "VPQ": sum(e["PQ"] for e in per_k.values()) / num_windows,
-            "VPQ_things": sum(e["things"]["PQ"] for e in per_k.values()) / num_windows,
-            "VPQ_stuff": sum(e["stuff"]["PQ"] for e in per_k.values()) / num_windows,
+            "VPQ": sum(e["PQ"] for e in evaluated) / count,
+            "VPQ_things": sum(e["things"]["PQ"] for e in evaluated) / count,
+            "VPQ_stuff": sum(e["stuff"]["PQ"] for e in evaluated) / count,
             "VPQ_per_k": per_k,
             "PQ_per_class": per_class,
         }

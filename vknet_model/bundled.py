@@ -1,0 +1,28 @@
+"""The model shipped inside the package, used by every command when ``--model`` is omitted.
+
+It is the ``tiny`` config trained by this project's own ``vknet train`` on synthetic KITTI-STEP (see
+``assets/README.md`` for the exact commands and its held-out scores). It is for demos and tests of the
+whole chain on a machine with nothing downloaded; real footage needs a model trained on real data.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+_LOG = logging.getLogger(__name__)
+BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "tiny_synth.pt"
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """``model`` if given, else the bundled model; a clear error if the file is not there."""
+    if model is not None:
+        path = Path(model)
+        if not path.exists():
+            raise FileNotFoundError(f"model file not found: {path}")
+        return path
+    if not BUNDLED_MODEL.is_file():
+        raise FileNotFoundError(f"the bundled model {BUNDLED_MODEL} is missing from this installation; "
+                                f"pass --model (a .pt checkpoint or an exported .onnx)")
+    _LOG.info("using the bundled model %s (tiny, trained on synthetic data)", BUNDLED_MODEL)
+    return BUNDLED_MODEL
