@@ -14,6 +14,7 @@ import sys
 
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("vknet_ros.demo", "run the bundled model on a synthetic street sequence: STQ, latency, overlay"),
     "synth": ("training.synth_cli", "generate synthetic KITTI-STEP sequences (images + panoptic labels)"),
     "train": ("training.train_cli", "train Video K-Net on KITTI-STEP-layout data (1 GPU, CPU, or torchrun DDP)"),
     "predict": ("training.predict_cli", "run the pipeline over a KITTI-STEP-layout folder, write panoptic PNGs"),
