@@ -1,0 +1,55 @@
+"""Overlay rendering and the offline demo command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from vknet_model.checkpoint import save_checkpoint
+from vknet_model.cli import main
+from vknet_model.config import resolve_config
+from vknet_model.network import build_model
+from vknet_model.pipeline import TrackedObjectInfo
+from vknet_ros.overlay import CITYSCAPES_COLOURS, draw_overlay, track_colour
+
+
+def test_track_colours_are_stable_and_distinct() -> None:
+    assert track_colour(7) == track_colour(7)
+    colours = {track_colour(i) for i in range(1, 40)}
+    assert len(colours) == 39
+
+
+def test_overlay_tints_stuff_by_class_and_things_by_track() -> None:
+    image = np.zeros((20, 30, 3), np.uint8)
+    semantic = np.zeros((20, 30), np.uint8)  # road everywhere
+    panoptic = np.zeros((20, 30), np.int32)
+    panoptic[5:10, 5:10], semantic[5:10, 5:10] = 13 * 1000 + 2, 13
+    car = TrackedObjectInfo(track_id=41, instance=2, class_id=13, class_name="car", score=0.9,
+                            box=(5.0, 5.0, 10.0, 10.0), mask_area=25, centroid=(7.0, 7.0), age=3)
+    out = draw_overlay(image, semantic, panoptic, [car], stuff_alpha=1.0, thing_alpha=1.0)
+    assert out.shape == (20, 30, 3) and out.dtype == np.uint8
+    assert out[18, 25].tolist() == CITYSCAPES_COLOURS[0].tolist()  # road pixel, far from the label
+    assert out[8, 8].tolist() == list(track_colour(41))            # inside the car, below its label
+    with pytest.raises(ValueError, match="differ"):
+        draw_overlay(image, semantic[:10], panoptic, [])
+
+
+@pytest.mark.slow
+def test_demo_runs_and_ends_with_the_summary_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = resolve_config("tiny")
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "model.pt"
+    save_checkpoint(checkpoint, build_model(cfg), cfg)
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", str(checkpoint), "--frames", "4", "--out", str(out)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    match = re.fullmatch(r"STQ=([0-9.]+) frames=4 dropped=0 p50_ms=([0-9.]+)", last)
+    assert match, last
+    assert 0.0 <= float(match.group(1)) <= 1.0
+    strip = cv2.imread(str(out / "overlay_strip.png"))
+    assert strip is not None and strip.shape[1] == 1242 and strip.shape[0] % 375 == 0
