@@ -25,16 +25,16 @@ def test_track_colours_are_stable_and_distinct() -> None:
 
 
 def test_overlay_tints_stuff_by_class_and_things_by_track() -> None:
-    image = np.zeros((20, 30, 3), np.uint8)
-    semantic = np.zeros((20, 30), np.uint8)  # road everywhere
-    panoptic = np.zeros((20, 30), np.int32)
-    panoptic[5:10, 5:10], semantic[5:10, 5:10] = 13 * 1000 + 2, 13
+    image = np.zeros((100, 200, 3), np.uint8)
+    semantic = np.zeros((100, 200), np.uint8)  # road everywhere
+    panoptic = np.zeros((100, 200), np.int32)
+    panoptic[50:90, 50:150], semantic[50:90, 50:150] = 13 * 1000 + 2, 13
     car = TrackedObjectInfo(track_id=41, instance=2, class_id=13, class_name="car", score=0.9,
-                            box=(5.0, 5.0, 10.0, 10.0), mask_area=25, centroid=(7.0, 7.0), age=3)
+                            box=(50.0, 50.0, 150.0, 90.0), mask_area=4000, centroid=(99.5, 69.5), age=3)
     out = draw_overlay(image, semantic, panoptic, [car], stuff_alpha=1.0, thing_alpha=1.0)
-    assert out.shape == (20, 30, 3) and out.dtype == np.uint8
-    assert out[18, 25].tolist() == CITYSCAPES_COLOURS[0].tolist()  # road pixel, far from the label
-    assert out[8, 8].tolist() == list(track_colour(41))            # inside the car, below its label
+    assert out.shape == (100, 200, 3) and out.dtype == np.uint8
+    assert out[95, 190].tolist() == CITYSCAPES_COLOURS[0].tolist()  # a road pixel away from the car
+    assert out[75, 100].tolist() == list(track_colour(41))           # inside the car, below its label
     with pytest.raises(ValueError, match="differ"):
         draw_overlay(image, semantic[:10], panoptic, [])
 
