@@ -26,6 +26,7 @@ setup(
         "pyyaml>=6.0",
         "tqdm>=4.60",
         "rosbags>=0.10",
+        "mcap>=1.1",
     ],
     entry_points={"console_scripts": ["vknet = vknet_model.cli:main"]},
 )

@@ -84,14 +84,19 @@ def test_train_resume_and_validate(tiny_data: tuple[Path, Path], tmp_path: Path)
                                                   strict=True))
 
 
-def test_resume_refuses_another_config(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
+def test_resume_refuses_another_network_but_accepts_a_new_schedule(tiny_data: tuple[Path, Path], tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
     data, config_path = tiny_data
     cfg = load_config(config_path)
     out = tmp_path / "run"
     train(cfg, RunOptions(data=data, out=out, iters=2, val_split=None, progress=False))
-    other = config_from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "lr": 0.5}})
-    with pytest.raises(RuntimeError, match="was trained with config"):
-        train(other, RunOptions(data=data, out=out, iters=3, val_split=None, progress=False))
+    wider = config_from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "channels": 64}})
+    with pytest.raises(RuntimeError, match="different model config"):
+        train(wider, RunOptions(data=data, out=out, iters=3, val_split=None, progress=False))
+    longer = config_from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "lr_steps": [5]}})
+    train(longer, RunOptions(data=data, out=out, iters=3, val_split=None, progress=False))
+    assert "resuming" in caplog.text and "changed config (train)" in caplog.text
+    assert read_checkpoint(out / "last.pt")["step"] == 3
 
 
 def _free_port() -> int:

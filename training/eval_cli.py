@@ -14,11 +14,8 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-
-VPQ_K = (0, 5, 10, 15)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,26 +31,19 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from training.datasets import DatasetError, read_kitti_step_panoptic
-    from vknet_model.config import DataConfig
-    from vknet_model.metrics.stq import STQuality
-    from vknet_model.metrics.vpq import VPQuality
+    from training.scoring import PanopticScorer, format_table, write_json
 
-    data = DataConfig()
     gt_root, pred_root = args.gt / "panoptic_maps" / args.split, args.pred / "panoptic_maps" / args.split
     for root in (gt_root, pred_root):
         if not root.is_dir():
             print(f"error: {root} does not exist", file=sys.stderr)
             return 2
     sequences = sorted(p.name for p in gt_root.iterdir() if p.is_dir())
-    windows = tuple(k // args.vpq_stride + 1 for k in VPQ_K)
-    stq = STQuality(data.num_classes, data.thing_ids, ignore_label=data.void_id, label_divisor=data.label_divisor)
-    vpq = VPQuality(data.num_classes, data.thing_ids, ignore_label=data.void_id, label_divisor=data.label_divisor,
-                    windows=windows)
+    scorer = PanopticScorer(vpq=not args.no_vpq, vpq_stride=args.vpq_stride)
     total = sum(len(list((gt_root / s).glob("*.png"))) for s in sequences)
     try:
         with tqdm(total=total, unit="frame", desc="eval") as bar:
             for name in sequences:
-                gts, preds = [], []
                 for gt_path in sorted((gt_root / name).glob("*.png")):
                     pred_path = pred_root / name / gt_path.name
                     if not pred_path.is_file():
@@ -61,36 +51,14 @@ def run(args: argparse.Namespace) -> int:
                     gt, pred = read_kitti_step_panoptic(gt_path), read_kitti_step_panoptic(pred_path)
                     if gt.shape != pred.shape:
                         raise DatasetError(f"{pred_path}: size {pred.shape} differs from ground truth {gt.shape}")
-                    stq.update(gt, pred, name)
-                    if not args.no_vpq:
-                        gts.append(gt)
-                        preds.append(pred)
+                    scorer.add(name, gt, pred)
                     bar.update(1)
-                if not args.no_vpq:
-                    vpq.update_sequence(gts, preds)
-    except DatasetError as exc:
+        scores = scorer.result()
+    except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    s = stq.result()
-    scores: dict[str, object] = {
-        "STQ": s["STQ"], "AQ": s["AQ"], "SQ": s["IoU"],
-        "per_sequence": {str(i): {"STQ": q, "AQ": a, "SQ": iou} for i, q, a, iou in
-                         zip(s["ID_per_seq"], s["STQ_per_seq"], s["AQ_per_seq"], s["IoU_per_seq"], strict=True)},
-        "SQ_per_class": {data.class_names[c] if c < data.num_classes else "void": v
-                         for c, v in s["IoU_per_class"].items()},
-    }
-    print(f"{'sequence':<10} {'STQ':>7} {'AQ':>7} {'SQ':>7}")
-    for name, row in scores["per_sequence"].items():  # type: ignore[attr-defined]
-        print(f"{name:<10} {row['STQ']:>7.4f} {row['AQ']:>7.4f} {row['SQ']:>7.4f}")
-    print(f"{'all':<10} {s['STQ']:>7.4f} {s['AQ']:>7.4f} {s['IoU']:>7.4f}")
-    if not args.no_vpq:
-        v = vpq.result()
-        scores["VPQ"] = v["VPQ"]
-        scores["VPQ_per_k"] = {str(k): v["VPQ_per_k"][n]["PQ"] for k, n in zip(VPQ_K, windows, strict=True)}
-        print("VPQ " + "  ".join(f"k={k}: {p:.4f}" for k, p in scores["VPQ_per_k"].items())  # type: ignore[attr-defined]
-              + f"  mean: {v['VPQ']:.4f}")
+    print(format_table(scores))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(scores, indent=2) + "\n")
+        write_json(args.json, scores)
         print(f"wrote {args.json}")
     return 0

@@ -159,6 +159,24 @@ def _batches(loader: DataLoader[Any], sampler: DistributedSampler[Any], start_ep
         epoch += 1
 
 
+def _check_resumable(payload: dict[str, Any], cfg: VKNetConfig, last: Path) -> None:
+    """Resume only into the same network and data; a changed schedule (longer run, new lr steps) is allowed.
+
+    Extending a run that is going well is common; changing the architecture or the classes under a
+    checkpoint is always a mistake, so only those are refused.
+    """
+    saved = payload.get("config", {})
+    current = cfg.to_dict()
+    for section in ("model", "data"):
+        if saved.get(section) != current[section]:
+            raise RuntimeError(f"{last} was trained with a different {section} config (checkpoint config "
+                               f"{payload['config_hash']}, now {cfg.hash()}): use another --out or --no-resume")
+    if payload["config_hash"] != cfg.hash():
+        changed = sorted(k for k in current if saved.get(k) != current[k])
+        _LOG.warning("resuming %s under a changed config (%s): %s -> %s", last, ", ".join(changed),
+                     payload["config_hash"], cfg.hash())
+
+
 def train(cfg: VKNetConfig, opts: RunOptions) -> Path:
     """Train ``cfg`` on ``opts.data``; return the path of the final checkpoint (``out/model.pt``)."""
     env = _Distributed(opts.device)
@@ -185,9 +203,7 @@ def _train(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> Path:
     last = out / "last.pt"
     if opts.resume and last.is_file():
         payload = read_checkpoint(last)
-        if payload["config_hash"] != cfg.hash():
-            raise RuntimeError(f"{last} was trained with config {payload['config_hash']}, not {cfg.hash()}: "
-                               f"use another --out or --no-resume")
+        _check_resumable(payload, cfg, last)
         net.load_state_dict(payload["state_dict"])
         optimizer.load_state_dict(payload["optimizer"])
         start = int(payload["step"])

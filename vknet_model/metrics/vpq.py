@@ -35,6 +35,7 @@ segments with a non-zero instance are separate segments (encode stuff with insta
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -104,6 +105,8 @@ class VPQuality:
         self._fp = np.zeros(shape, dtype=np.int64)
         self._fn = np.zeros(shape, dtype=np.int64)
         self._num_sequences = 0
+        self._recent: deque[tuple[IntArray, IntArray]] = deque(maxlen=max(self._windows))
+        self._stream_frames = 0
 
     def _codes(self, panoptic: npt.ArrayLike, name: str) -> IntArray:
         """Flattened segment codes (0 = VOID, else id + 1), raising on labels the metric cannot place."""
@@ -146,15 +149,32 @@ class VPQuality:
         """
         if len(gts) != len(preds):
             raise ValueError(f"{len(gts)} GT frames but {len(preds)} predicted frames")
-        frames = [self._frame_pairs(g, p, i) for i, (g, p) in enumerate(zip(gts, preds, strict=True))]
+        self.end_sequence()
+        for g, p in zip(gts, preds, strict=True):
+            self.add_frame(g, p)
+        self.end_sequence(count_empty=True)
+
+    def add_frame(self, gt: npt.ArrayLike, pred: npt.ArrayLike) -> None:
+        """Streaming form of :meth:`update_sequence`: add the next frame of the current sequence.
+
+        Only the last ``max(windows)`` frames' pair counts are kept, so replaying a long bag needs no
+        memory for whole sequences; every window is accumulated when its last frame arrives. Call
+        :meth:`end_sequence` between sequences.
+        """
+        self._recent.append(self._frame_pairs(gt, pred, self._stream_frames))
+        self._stream_frames += 1
         for w, n in enumerate(self._windows):
-            for start in range(len(frames) - n + 1):
-                window = frames[start:start + n]
-                keys = np.concatenate([f[0] for f in window])
-                counts = np.concatenate([f[1] for f in window])
-                self._accumulate(w, keys, counts)
-        self._num_sequences += 1
-        _LOG.debug("VPQ: sequence %d with %d frames accumulated", self._num_sequences, len(frames))
+            if len(self._recent) >= n:
+                window = list(self._recent)[-n:]
+                self._accumulate(w, np.concatenate([f[0] for f in window]), np.concatenate([f[1] for f in window]))
+
+    def end_sequence(self, count_empty: bool = False) -> None:
+        """Close the streamed sequence (no window spans two sequences); a no-op when none is open."""
+        if self._stream_frames or count_empty:
+            self._num_sequences += 1
+            _LOG.debug("VPQ: sequence %d with %d frames accumulated", self._num_sequences, self._stream_frames)
+        self._recent.clear()
+        self._stream_frames = 0
 
     def _accumulate(self, w: int, keys: IntArray, counts: IntArray) -> None:
         """Add one tube's TP / FP / FN / IoU per class to window-size slot ``w``."""
