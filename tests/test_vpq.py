@@ -339,3 +339,21 @@ def test_invariant_to_relabelling_predicted_ids(seed: int) -> None:
     for n in (1, 2, 3, 4):
         for c in range(4):
             assert ra["PQ_per_class"][n][c] == pytest.approx(rb["PQ_per_class"][n][c], abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_streaming_frames_equals_whole_sequences(seed: int) -> None:
+    """add_frame / end_sequence (bag replay) accumulates exactly what update_sequence does."""
+    sequences = random_sequences(np.random.default_rng(300 + seed))
+    whole = VPQuality(num_classes=4, things=(1, 2))
+    streamed = VPQuality(num_classes=4, things=(1, 2))
+    for gts, preds in sequences:
+        whole.update_sequence(gts, preds)
+        for gt, pred in zip(gts, preds, strict=True):
+            streamed.add_frame(gt, pred)
+        streamed.end_sequence()
+    a, b = whole.result(), streamed.result()
+    assert a["VPQ"] == pytest.approx(b["VPQ"], abs=1e-12)
+    for n in (1, 2, 3, 4):
+        for c in range(4):
+            assert a["PQ_per_class"][n][c] == pytest.approx(b["PQ_per_class"][n][c], abs=1e-12)
