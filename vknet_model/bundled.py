@@ -12,10 +12,13 @@ from pathlib import Path
 
 _LOG = logging.getLogger(__name__)
 BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "tiny_synth.pt"
+# The same weights exported (with tiny_synth.json beside it): the node runs it on ONNX Runtime / TensorRT.
+BUNDLED_ONNX = BUNDLED_MODEL.with_suffix(".onnx")
 
 
-def resolve_model(model: str | Path | None) -> Path:
-    """``model`` if given, else the bundled model; a clear error if the file is not there."""
+def resolve_model(model: str | Path | None, *, prefer_onnx: bool = False) -> Path:
+    """``model`` if given, else the bundled model (its ONNX export with ``prefer_onnx``); a clear error if the
+    file is not there."""
     if model is not None:
         path = Path(model)
         if not path.exists():
@@ -24,5 +27,6 @@ def resolve_model(model: str | Path | None) -> Path:
     if not BUNDLED_MODEL.is_file():
         raise FileNotFoundError(f"the bundled model {BUNDLED_MODEL} is missing from this installation; "
                                 f"pass --model (a .pt checkpoint or an exported .onnx)")
-    _LOG.info("using the bundled model %s (tiny, trained on synthetic data)", BUNDLED_MODEL)
-    return BUNDLED_MODEL
+    chosen = BUNDLED_ONNX if prefer_onnx and BUNDLED_ONNX.is_file() else BUNDLED_MODEL
+    _LOG.info("using the bundled model %s (tiny, trained on synthetic data)", chosen)
+    return chosen

@@ -136,16 +136,21 @@ class Pipeline:
         backend: a loaded backend (its contract carries the class names and input size).
         postprocess: assembly thresholds (``None``: the ones the model was trained with).
         tracker: tracker thresholds (``None``: the model's config).
+        label_divisor: divisor of the panoptic output (``None``: the dataset's, 1000 for KITTI-STEP); instance
+            numbers stay below it.
     """
 
     def __init__(self, backend: Backend, *, postprocess: PostprocessConfig | None = None,
-                 tracker: TrackerConfig | None = None) -> None:
+                 tracker: TrackerConfig | None = None, label_divisor: int | None = None) -> None:
         self.backend = backend
         config = backend.contract.config
         self.data: DataConfig = config.data
         self.tracker_config = tracker or config.tracker
         self.tracker = Tracker(self.tracker_config)
-        self.instances = InstancePool(self.data.label_divisor - 1, self.tracker_config.memo_frames)
+        self.label_divisor = label_divisor or self.data.label_divisor
+        if self.label_divisor < 2:
+            raise ValueError(f"label_divisor must be >= 2, got {self.label_divisor}")
+        self.instances = InstancePool(self.label_divisor - 1, self.tracker_config.memo_frames)
         self.num_proposals = config.model.num_proposals
         self._net_to_dataset = np.asarray(self.data.net_to_dataset, dtype=np.int64)
         self._input_size = backend.contract.input_size
@@ -169,6 +174,11 @@ class Pipeline:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         self.postprocess = postprocess
         self._thresholds = threshold_tensor(postprocess, self.backend.device)
+
+    def set_tracker_config(self, tracker: TrackerConfig) -> None:
+        """Change the tracker thresholds from the next frame on; live tracks are kept."""
+        self.tracker_config = tracker
+        self.tracker.cfg = tracker
 
     def reset(self, reason: str = "requested") -> None:
         """Forget the video so far (tracks, previous kernels); track ids keep increasing."""
@@ -246,7 +256,7 @@ class Pipeline:
         scores = out.slot_scores.cpu().numpy()
         boxes = out.boxes.cpu().numpy()
         n = labels.shape[0]
-        divisor = self.data.label_divisor
+        divisor = self.label_divisor
 
         tracked = track_ids >= 0
         slots = thing_slots[tracked]

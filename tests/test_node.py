@@ -1,0 +1,275 @@
+"""The vknet lifecycle node over real DDS on loopback: outputs, no backlog, fuzzing, lifecycle, parameters."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rclpy
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from tests.conftest import moving_square_frame
+from vknet_ros.conversions import image_msg_to_labels, rgb_to_image_msg
+from vknet_ros.msg import TrackedObjectArray
+from vknet_ros.node import VKNetNode
+
+HEIGHT, WIDTH = 120, 400
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ros() -> Iterator[None]:
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+@pytest.fixture(scope="module")
+def onnx_model(exported_tiny: Any) -> Path:
+    return Path(exported_tiny[2])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return condition()
+
+
+class Harness:
+    """A VKNetNode and a client node spun by one executor in a background thread (traffic goes over DDS)."""
+
+    def __init__(self, model: Path | str, input_qos: str = "reliable", compressed: bool = False,
+                 **params: Any) -> None:
+        overrides = [Parameter("model", value=str(model)), Parameter("input_qos", value=input_qos),
+                     Parameter("compressed_input", value=compressed)]
+        overrides += [Parameter(k, value=v) for k, v in params.items()]
+        self.node = VKNetNode(parameter_overrides=overrides)
+        self.client = Node("vknet_test_client")
+        qos = RELIABLE if input_qos == "reliable" else QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.image_pub = self.client.create_publisher(Image, "image", qos)
+        self.compressed_pub = self.client.create_publisher(CompressedImage, "image/compressed", qos)
+        self.panoptic: list[Image] = []
+        self.semantic: list[Image] = []
+        self.tracks: list[TrackedObjectArray] = []
+        self.client.create_subscription(Image, "panoptic", self.panoptic.append, RELIABLE)
+        self.client.create_subscription(Image, "semantic", self.semantic.append, RELIABLE)
+        self.client.create_subscription(TrackedObjectArray, "tracks", self.tracks.append, RELIABLE)
+        self.executor = MultiThreadedExecutor(num_threads=3)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.client)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def connected(self, pub: Any = None) -> bool:
+        pub = pub or self.image_pub
+        return wait_for(lambda: pub.get_subscription_count() > 0 and
+                        self.client.count_publishers("panoptic") > 0, 10.0)
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.trigger_shutdown()
+        self.node.destroy_node()
+        self.client.destroy_node()
+
+
+@pytest.fixture
+def harness(onnx_model: Path) -> Iterator[Harness]:
+    h = Harness(onnx_model)
+    assert h.connected()
+    yield h
+    h.close()
+
+
+def frame_msg(t: int, frame_id: str = "cam", stamp_s: float | None = None) -> Image:
+    stamp = 100.0 + 0.1 * t if stamp_s is None else stamp_s
+    header = Header(frame_id=frame_id)
+    header.stamp.sec, header.stamp.nanosec = int(stamp), round((stamp % 1) * 1e9)
+    return rgb_to_image_msg(moving_square_frame(t, HEIGHT, WIDTH), header)
+
+
+def test_frames_in_outputs_out_with_the_input_header(harness: Harness) -> None:
+    sent = []
+    for t in range(8):
+        msg = frame_msg(t)
+        sent.append(msg)
+        harness.image_pub.publish(msg)
+        assert wait_for(lambda n=t + 1: len(harness.tracks) >= n and len(harness.panoptic) >= n), f"frame {t}"
+    for got in (harness.panoptic, harness.semantic, harness.tracks):
+        assert [m.header.stamp for m in got] == [m.header.stamp for m in sent]
+        assert {m.header.frame_id for m in got} == {"cam"}
+    panoptic = image_msg_to_labels(harness.panoptic[-1])
+    assert panoptic.shape == (HEIGHT, WIDTH) and harness.panoptic[-1].encoding == "16UC1"
+    assert set(np.unique(panoptic // 1000)) <= set(range(19))
+    assert harness.node.counters["processed"] == 8 and harness.node.counters["dropped"] == 0
+
+
+def test_a_burst_leaves_no_backlog_and_the_node_keeps_answering(onnx_model: Path) -> None:
+    # A deep input queue so that every message reaches the node and its own one-frame slot does the dropping.
+    harness = Harness(onnx_model, input_depth=100)
+    try:
+        assert harness.connected()
+        _burst(harness)
+    finally:
+        harness.close()
+
+
+def _burst(harness: Harness) -> None:
+    harness.image_pub.publish(frame_msg(0))
+    assert wait_for(lambda: len(harness.panoptic) == 1)
+    per_frame = harness.node._processing_ms[-1] / 1e3
+    period = max(per_frame / 10, 0.002)  # 10x faster than the node can go
+    for t in range(1, 101):
+        harness.image_pub.publish(frame_msg(t))
+        time.sleep(period)
+    end_of_burst = len(harness.panoptic)
+    assert wait_for(lambda: harness.node.counters["received"] == 101, 10.0)
+    time.sleep(max(1.0, 5 * per_frame))
+    c = harness.node.counters
+    assert c["dropped"] > 50, dict(c)
+    assert c["processed"] + c["dropped"] == 101, dict(c)
+    assert len(harness.panoptic) - end_of_burst <= 2, "frames were still being worked off after the burst"
+    # the newest frame of the burst is the one processed last
+    assert harness.panoptic[-1].header.stamp == frame_msg(100).header.stamp
+    harness.image_pub.publish(frame_msg(200, stamp_s=500.0))
+    assert wait_for(lambda: harness.panoptic[-1].header.stamp.sec == 500), "the node stopped answering"
+
+
+def _bad_images() -> list[tuple[str, Image]]:
+    good = frame_msg(0)
+    out = []
+
+    def variant(**fields: Any) -> Image:
+        msg = Image(header=good.header, height=good.height, width=good.width, encoding=good.encoding,
+                    is_bigendian=0, step=good.step, data=bytes(good.data))
+        for k, v in fields.items():
+            setattr(msg, k, v)
+        return msg
+
+    for enc in ("16UC1", "mono16", "32FC1", "yuv422", "", "bayer_rggb8", "rgb16", "64FC1"):
+        out.append((f"encoding {enc}", variant(encoding=enc)))
+    out.append(("0x0", variant(height=0, width=0, step=0, data=b"")))
+    out.append(("0 rows", variant(height=0)))
+    out.append(("huge", variant(height=100_000, width=100_000, step=300_000)))
+    out.append(("step too small", variant(step=WIDTH * 3 - 1)))
+    out.append(("truncated", variant(data=bytes(good.data)[: len(good.data) // 2])))
+    out.append(("no data", variant(data=b"")))
+    out.append(("one byte short", variant(data=bytes(good.data)[:-1])))
+    out.append(("height lies", variant(height=HEIGHT * 2)))
+    return out
+
+
+def test_fuzz_200_malformed_messages_are_counted_and_survived(onnx_model: Path) -> None:
+    import cv2
+
+    raw = Harness(onnx_model)
+    comp = Harness(onnx_model, compressed=True)
+    try:
+        assert raw.connected() and comp.connected(comp.compressed_pub)
+        bad = _bad_images()
+        jpeg = cv2.imencode(".jpg", moving_square_frame(0, HEIGHT, WIDTH))[1].tobytes()
+        corrupt = [b"", b"\xff\xd8\xff", jpeg[: len(jpeg) // 3], b"not a jpeg at all", bytes(200), jpeg[::-1]]
+        sent_raw = sent_comp = 0
+        for i in range(200):
+            if i % 4 == 3:
+                msg = CompressedImage(header=frame_msg(i).header, format="jpeg", data=corrupt[i % len(corrupt)])
+                comp.compressed_pub.publish(msg)
+                sent_comp += 1
+                assert wait_for(lambda n=sent_comp: comp.node.counters["bad_input"] == n), f"compressed {i}"
+            else:
+                raw.image_pub.publish(bad[i % len(bad)][1])
+                sent_raw += 1
+                assert wait_for(lambda n=sent_raw: raw.node.counters["bad_input"] == n), bad[i % len(bad)][0]
+        for h in (raw, comp):
+            assert h.node.counters["errors"] == 0 and h.node.counters["processed"] == 0
+            assert h.node._worker is not None and h.node._worker.is_alive()
+        assert raw.node.counters["bad_input"] + comp.node.counters["bad_input"] == 200
+        assert len(raw.node.bad_reasons) >= 5, raw.node.bad_reasons
+        raw.image_pub.publish(frame_msg(1))
+        assert wait_for(lambda: raw.node.counters["processed"] == 1), "no output after the fuzz"
+        good_jpeg = CompressedImage(header=frame_msg(2).header, format="jpeg", data=jpeg)
+        comp.compressed_pub.publish(good_jpeg)
+        assert wait_for(lambda: comp.node.counters["processed"] == 1), "compressed path dead after the fuzz"
+    finally:
+        raw.close()
+        comp.close()
+
+
+def test_a_corrupt_model_fails_configure_with_a_clear_error(tmp_path: Path, onnx_model: Path,
+                                                            capfd: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"\x08\x07 this is not a protobuf")
+    (tmp_path / "model.json").write_bytes(onnx_model.with_suffix(".json").read_bytes())
+    node = VKNetNode(parameter_overrides=[Parameter("model", value=str(bad))])
+    try:
+        assert node.pipeline is None and node.settings is not None
+        assert node._state_machine.current_state[1] == "unconfigured"
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    finally:
+        node.trigger_shutdown()
+        node.destroy_node()
+    assert "configure failed" in capfd.readouterr().err
+
+
+def test_lifecycle_frees_and_restores_the_model(onnx_model: Path) -> None:
+    h = Harness(onnx_model, autostart=False)
+    try:
+        node = h.node
+        assert node.pipeline is None and node._state_machine.current_state[1] == "unconfigured"
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.pipeline is not None
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert h.connected()
+        h.image_pub.publish(frame_msg(0))
+        assert wait_for(lambda: len(h.panoptic) == 1)
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node._worker is None and not node._subscriptions
+        h.image_pub.publish(frame_msg(1))
+        time.sleep(0.5)
+        assert len(h.panoptic) == 1, "an inactive node must not process"
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS and node.pipeline is None
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.pipeline is not None
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert h.connected()
+        h.image_pub.publish(frame_msg(2))
+        assert wait_for(lambda: len(h.panoptic) == 2), "no output after re-activation"
+    finally:
+        h.close()
+
+
+def test_thresholds_change_at_run_time_and_bad_values_are_refused(harness: Harness) -> None:
+    node = harness.node
+    ok: SetParametersResult = node.set_parameters([Parameter("instance_score_thr", value=0.9)])[0]
+    assert ok.successful and node.pipeline is not None
+    assert node.pipeline.postprocess.instance_score_thr == 0.9
+    assert node.set_parameters([Parameter("match_score_thr", value=0.7)])[0].successful
+    assert node.pipeline.tracker_config.match_score_thr == 0.7
+    refused = node.set_parameters([Parameter("overlap_thr", value=1.5)])[0]
+    assert not refused.successful and "[0, 1]" in refused.reason
+    assert node.pipeline.postprocess.overlap_thr == 0.6
+    static = node.set_parameters([Parameter("backend", value="torch")])[0]
+    assert not static.successful and "configure" in static.reason
+
+
+def test_an_incompatible_publisher_qos_is_reported(onnx_model: Path) -> None:
+    h = Harness(onnx_model, input_qos="reliable")
+    try:
+        best_effort = h.client.create_publisher(Image, "image", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        assert wait_for(lambda: h.node.counters["qos_incompatible"] > 0, 10.0)
+        h.client.destroy_publisher(best_effort)
+    finally:
+        h.close()

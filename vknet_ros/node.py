@@ -1,0 +1,388 @@
+"""The vknet ROS 2 node: a lifecycle shell around :class:`vknet_model.pipeline.Pipeline`.
+
+configure loads the model (a bad file fails the transition with the reason, the node stays up), activate
+subscribes and starts the worker, deactivate stops both, cleanup frees the model. With ``autostart`` (the
+default) the node configures and activates itself, so nobody is left with a silent unconfigured node.
+
+The image callback only puts the message into a one-frame slot; a worker thread takes the newest frame,
+decodes it, runs the pipeline and publishes. A frame replaced in the slot before the worker took it is
+counted as dropped: the node never builds a backlog, whatever the camera rate. A message that cannot be
+decoded is logged (throttled), counted by reason and skipped; nothing in a message can stop the node.
+
+Topics (relative, remap them): in ``image`` or ``image/compressed``, ``camera_info``; out ``panoptic``,
+``semantic``, ``overlay``, ``tracks``, ``markers``, ``class_map`` (latched), ``~/processing_ms``,
+``~/latency_ms`` and ``/diagnostics``. Every output copies the input header.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Float32, Header
+from visualization_msgs.msg import MarkerArray
+
+from vknet_model.config import PostprocessConfig
+from vknet_model.pipeline import FrameResult, Pipeline
+from vknet_ros.conversions import (
+    ImageConversionError,
+    compressed_msg_to_rgb,
+    image_msg_to_rgb,
+    labels_to_image_msg,
+    rgb_to_image_msg,
+)
+from vknet_ros.messages import class_map_msg, markers_msg, tracks_msg
+from vknet_ros.msg import ClassMap, TrackedObjectArray
+from vknet_ros.node_settings import DYNAMIC, PARAMETERS, NodeSettings, SettingsError, settings_from_values
+from vknet_ros.overlay import draw_overlay
+
+OUTPUT_DEPTH = 5
+
+
+def input_qos(settings: NodeSettings) -> QoSProfile:
+    if settings.input_qos == "sensor_data":
+        qos = QoSProfile(**{k: getattr(qos_profile_sensor_data, k) for k in ("history", "reliability", "durability")},
+                         depth=settings.input_depth)
+    else:
+        reliability = ReliabilityPolicy.RELIABLE if settings.input_qos == "reliable" else ReliabilityPolicy.BEST_EFFORT
+        qos = QoSProfile(depth=settings.input_depth, reliability=reliability)
+    return qos
+
+
+def choose_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_pipeline(settings: NodeSettings) -> tuple[Pipeline, str]:
+    """The pipeline the settings ask for, and a line saying what was chosen and why (fallbacks included)."""
+    from vknet_model.bundled import resolve_model
+
+    device = choose_device(settings.device)
+    model = resolve_model(settings.model or None, prefer_onnx=True)
+    backend = settings.backend
+    if backend == "tensorrt" and not device.startswith("cuda"):
+        raise SettingsError("backend tensorrt needs a CUDA device (device=cuda)")
+    if model.suffix in (".pt", ".pth") and backend in ("onnxruntime", "tensorrt"):
+        raise SettingsError(f"{model} is a checkpoint: backend {backend} needs an exported .onnx "
+                            f"(`vknet export --checkpoint {model} --out model.onnx`)")
+    pipeline = Pipeline(_open(model, backend, device), label_divisor=settings.label_divisor,
+                        postprocess=PostprocessConfig(instance_score_thr=settings.instance_score_thr,
+                                                      overlap_thr=settings.overlap_thr, mask_thr=settings.mask_thr))
+    pipeline.set_tracker_config(_tracker_config(pipeline, settings))
+    expected = pipeline.backend.contract.input_size
+    if settings.input_size != (0, 0) and tuple(settings.input_size) != tuple(expected):
+        raise SettingsError(f"input_size {list(settings.input_size)} differs from the model's {list(expected)}, "
+                            f"fixed at export: re-export at that size or leave input_size at [0, 0]")
+    described = pipeline.backend.describe()
+    note = ""
+    if backend == "auto" and device.startswith("cuda") and "onnxruntime" in described.lower():
+        note = " (TensorRT is not available here: fell back to ONNX Runtime)"
+    return pipeline, f"model {model}, backend {described}{note}"
+
+
+def _open(model: Path, backend: str, device: str) -> Any:
+    from vknet_model.backends import open_backend
+
+    return open_backend(model, backend=backend, device=device)
+
+
+def _tracker_config(pipeline: Pipeline, s: NodeSettings) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(pipeline.tracker_config, init_score_thr=s.init_score_thr, obj_score_thr=s.obj_score_thr,
+                               match_score_thr=s.match_score_thr, reset_gap_s=s.reset_gap_s)
+
+
+class VKNetNode(LifecycleNode):
+    """Video K-Net panoptic segmentation and tracking as a lifecycle node (see the module docstring)."""
+
+    def __init__(self, node_name: str = "vknet", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=description, dynamic_typing=isinstance(default, float)))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.settings: NodeSettings | None = None
+        self.pipeline: Pipeline | None = None
+        self._lock = threading.Lock()          # guards the frame slot
+        self._wake = threading.Condition(self._lock)
+        self._slot: tuple[Any, float] | None = None
+        self._pipeline_lock = threading.Lock()  # the worker's step vs threshold changes
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._subscriptions: list[Any] = []
+        self._pubs: dict[str, Any] = {}
+        self._diag_timer: Any = None
+        self._intrinsics: tuple[float, float, float, float] | None = None
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.bad_reasons: collections.Counter[str] = collections.Counter()
+        self._latency_ms: collections.deque[float] = collections.deque(maxlen=200)
+        self._processing_ms: collections.deque[float] = collections.deque(maxlen=200)
+        self._done_times: collections.deque[float] = collections.deque(maxlen=50)
+        self._backend_line = ""
+        if self.get_parameter("autostart").value and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        log = self.get_logger()
+        try:
+            self.settings = settings_from_values({n: self.get_parameter(n).value for n in PARAMETERS})
+            start = time.perf_counter()
+            self.pipeline, self._backend_line = load_pipeline(self.settings)
+        except Exception as exc:  # any failure to load must leave a usable, unconfigured node with the reason
+            log.error(f"configure failed: {exc}")
+            self.pipeline = None
+            return TransitionCallbackReturn.FAILURE
+        log.info(f"loaded {self._backend_line} in {time.perf_counter() - start:.1f} s")
+        reliable = QoSProfile(depth=OUTPUT_DEPTH)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        s = self.settings
+        self._pubs = {
+            "panoptic": self.create_lifecycle_publisher(Image, "panoptic", reliable) if s.publish_panoptic else None,
+            "semantic": self.create_lifecycle_publisher(Image, "semantic", reliable) if s.publish_semantic else None,
+            "overlay": self.create_lifecycle_publisher(Image, "overlay", reliable) if s.publish_overlay else None,
+            "markers": (self.create_lifecycle_publisher(MarkerArray, "markers", reliable)
+                        if s.publish_markers else None),
+            "tracks": self.create_lifecycle_publisher(TrackedObjectArray, "tracks", reliable),
+            "class_map": self.create_lifecycle_publisher(ClassMap, "class_map", latched),
+            "processing_ms": self.create_lifecycle_publisher(Float32, "~/processing_ms", reliable),
+            "latency_ms": self.create_lifecycle_publisher(Float32, "~/latency_ms", reliable),
+            "diagnostics": self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", reliable),
+        }
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        assert self.settings is not None and self.pipeline is not None
+        result = super().on_activate(state)
+        s = self.settings
+        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+        if s.compressed_input:
+            image_sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, input_qos(s),
+                                                 event_callbacks=events)
+        else:
+            image_sub = self.create_subscription(Image, "image", self._on_image, input_qos(s), event_callbacks=events)
+        info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data)
+        self._subscriptions = [image_sub, info_sub]
+        self._pubs["class_map"].publish(class_map_msg(self.pipeline.data, s.label_divisor,
+                                                      Header(stamp=self.get_clock().now().to_msg())))
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name="vknet_worker", daemon=True)
+        self._worker.start()
+        self._diag_timer = self.create_timer(s.diagnostics_period_s, self._publish_diagnostics)
+        self.get_logger().info(f"active: listening on {image_sub.topic_name} ({s.input_qos}, depth {s.input_depth})")
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        for sub in self._subscriptions:
+            self.destroy_subscription(sub)
+        self._subscriptions = []
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for pub in self._pubs.values():
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        self.pipeline = None  # frees the model (and its GPU memory) once the worker is gone
+        self.get_logger().info("cleaned up: model released")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self.pipeline = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_worker(self) -> None:
+        self._stop.set()
+        with self._wake:
+            self._slot = None
+            self._wake.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=10.0)
+            self._worker = None
+
+    # ---- inputs --------------------------------------------------------------------------------------------
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        with self._wake:
+            if self._slot is not None:
+                self.counters["dropped"] += 1
+            self._slot = (msg, time.perf_counter())
+            self.counters["received"] += 1
+            self._wake.notify()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        k = msg.k
+        if k[0] > 0 and k[4] > 0:
+            self._intrinsics = (float(k[0]), float(k[4]), float(k[2]), float(k[5]))
+
+    def _on_incompatible_qos(self, info: QoSRequestedIncompatibleQoSInfo) -> None:
+        self.counters["qos_incompatible"] += 1
+        self.get_logger().warning(
+            f"a publisher of the input image offers QoS incompatible with this node's input_qos "
+            f"({self.settings.input_qos if self.settings else '?'}; last policy id {info.last_policy_kind}): no "
+            f"frames will arrive from it. Set input_qos to match the camera (e.g. reliable).",
+            throttle_duration_sec=5.0)
+
+    def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
+        updates: dict[str, Any] = {}
+        for p in params:
+            if p.name not in DYNAMIC:
+                if self.settings is not None and p.name in PARAMETERS:
+                    return SetParametersResult(successful=False, reason=f"{p.name} is read on configure: "
+                                               f"deactivate, cleanup, set it, then configure again")
+                continue
+            try:
+                from vknet_ros.node_settings import validate_dynamic
+
+                updates[p.name] = validate_dynamic(p.name, p.value)
+            except (SettingsError, TypeError, ValueError) as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        if updates and self.settings is not None and self.pipeline is not None:
+            import dataclasses
+
+            self.settings = dataclasses.replace(self.settings, **updates)
+            s = self.settings
+            with self._pipeline_lock:
+                self.pipeline.set_postprocess(PostprocessConfig(instance_score_thr=s.instance_score_thr,
+                                                                overlap_thr=s.overlap_thr, mask_thr=s.mask_thr))
+                self.pipeline.set_tracker_config(_tracker_config(self.pipeline, s))
+            self.get_logger().info(f"thresholds updated: {updates}")
+        return SetParametersResult(successful=True)
+
+    # ---- worker --------------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            with self._wake:
+                while self._slot is None and not self._stop.is_set():
+                    self._wake.wait(timeout=0.2)
+                if self._stop.is_set():
+                    return
+                assert self._slot is not None
+                msg, received = self._slot
+                self._slot = None
+            try:
+                self._process(msg, received)
+            except Exception as exc:  # the node must survive anything one frame can cause
+                self.counters["errors"] += 1
+                self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}",
+                                        throttle_duration_sec=2.0)
+
+    def _process(self, msg: Image | CompressedImage, received: float) -> None:
+        assert self.settings is not None and self.pipeline is not None
+        start = time.perf_counter()
+        try:
+            rgb = compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage) else image_msg_to_rgb(msg)
+        except ImageConversionError as exc:
+            self._reject(str(exc))
+            return
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        with self._pipeline_lock:
+            try:
+                result = self.pipeline.step(rgb, stamp=stamp, frame_id=msg.header.frame_id)
+            except ValueError as exc:
+                self._reject(str(exc))
+                return
+        if result.reset_reason and self.counters["processed"]:
+            self.counters["resets"] += 1
+            self.get_logger().info(f"tracker reset: {result.reset_reason}")
+        self._publish(msg.header, rgb, result)
+        done = time.perf_counter()
+        self.counters["processed"] += 1
+        self._processing_ms.append(1e3 * (done - start))
+        self._done_times.append(done)
+        now = self.get_clock().now().nanoseconds * 1e-9
+        latency = 1e3 * (now - stamp)
+        self._latency_ms.append(latency)
+        self._pubs["processing_ms"].publish(Float32(data=float(1e3 * (done - received))))
+        self._pubs["latency_ms"].publish(Float32(data=float(latency)))
+
+    def _reject(self, reason: str) -> None:
+        self.counters["bad_input"] += 1
+        self.bad_reasons[reason.split(":")[0][:60]] += 1
+        self.get_logger().warning(f"skipped an input image: {reason}", throttle_duration_sec=2.0)
+
+    def _publish(self, header: Header, rgb: np.ndarray, result: FrameResult) -> None:
+        s, pubs = self.settings, self._pubs
+        assert s is not None
+        if pubs["panoptic"] is not None:
+            pubs["panoptic"].publish(labels_to_image_msg(result.panoptic, header, s.panoptic_encoding))
+        if pubs["semantic"] is not None:
+            pubs["semantic"].publish(labels_to_image_msg(result.semantic, header, "mono8"))
+        pubs["tracks"].publish(tracks_msg(result.objects, header))
+        if pubs["overlay"] is not None and pubs["overlay"].get_subscription_count() > 0:
+            overlay = draw_overlay(rgb, result.semantic, result.panoptic, result.objects)
+            pubs["overlay"].publish(rgb_to_image_msg(overlay, header, "bgr8"))
+        if pubs["markers"] is not None and pubs["markers"].get_subscription_count() > 0:
+            height, width = rgb.shape[:2]
+            intrinsics = self._intrinsics or (float(width), float(width), width / 2, height / 2)
+            pubs["markers"].publish(markers_msg(result.objects, header, intrinsics))
+
+    def _publish_diagnostics(self) -> None:
+        pub = self._pubs.get("diagnostics")
+        if pub is None:
+            return
+        c = self.counters
+        times = list(self._done_times)
+        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        lat = sorted(self._processing_ms)
+
+        def pct(q: float) -> float:
+            return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0.0
+
+        level = DiagnosticStatus.OK
+        message = "running"
+        if c["errors"] or c["bad_input"]:
+            level, message = DiagnosticStatus.WARN, f"{c['bad_input']} bad inputs, {c['errors']} errors"
+        values = {"backend": self._backend_line, "rate_hz": f"{rate:.2f}", "processing_ms_p50": f"{pct(0.5):.1f}",
+                  "processing_ms_p90": f"{pct(0.9):.1f}", "received": c["received"], "processed": c["processed"],
+                  "dropped": c["dropped"], "bad_input": c["bad_input"], "errors": c["errors"], "resets": c["resets"]}
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: pipeline", message=message,
+                                  hardware_id=self._backend_line,
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of ``ros2 run vknet_ros vknet_node`` and ``vknet node``."""
+    from rclpy.executors import ExternalShutdownException
+
+    rclpy.init(args=args)
+    node = VKNetNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.trigger_shutdown()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv))
+

@@ -1,0 +1,136 @@
+"""The node's parameters: names, defaults, descriptions and validation, without rclpy.
+
+One table drives everything: the node declares these parameters with their descriptions, `config/vknet.yaml`
+lists the same names (a test checks it), and :func:`settings_from_values` turns whatever the user set into a
+validated :class:`NodeSettings` or a :class:`SettingsError` naming the parameter and the allowed values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+INPUT_QOS = ("sensor_data", "reliable", "best_effort")
+PANOPTIC_ENCODINGS = ("16UC1", "32SC1")
+# Thresholds that take effect on the next frame when changed at run time (`ros2 param set`).
+DYNAMIC = ("instance_score_thr", "overlap_thr", "mask_thr", "init_score_thr", "obj_score_thr", "match_score_thr",
+           "reset_gap_s")
+
+
+# name -> (default, description). The order is the order of `ros2 param list`.
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "model": ("", "model file: .onnx (with its model.json), .engine or checkpoint .pt; empty = the bundled model"),
+    "backend": ("auto", "tensorrt | onnxruntime | torch | auto (TensorRT on a GPU where installed, else ONNX "
+                        "Runtime; torch for checkpoints); a fallback is logged"),
+    "device": ("auto", "cpu | cuda | cuda:N | auto (cuda when available)"),
+    "input_size": ([0, 0], "expected network input [height, width]; [0, 0] = the model's (it is fixed at export)"),
+    "compressed_input": (False, "subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image"),
+    "input_qos": ("sensor_data", "input QoS: sensor_data (best effort, like cameras) | reliable | best_effort"),
+    "input_depth": (1, "input queue depth; the worker always takes the newest frame"),
+    "instance_score_thr": (0.25, "[dynamic] minimum score of a thing in the panoptic output"),
+    "overlap_thr": (0.6, "[dynamic] minimum visible fraction of a mask after overlaps"),
+    "mask_thr": (0.5, "[dynamic] mask probability threshold"),
+    "init_score_thr": (0.35, "[dynamic] minimum score to start a new track"),
+    "obj_score_thr": (0.3, "[dynamic] minimum score to continue a track"),
+    "match_score_thr": (0.5, "[dynamic] minimum bi-softmax similarity to match a track"),
+    "reset_gap_s": (1.0, "[dynamic] reset the tracker when frames are further apart than this (s)"),
+    "label_divisor": (1000, "panoptic pixel = class_id * label_divisor + instance"),
+    "panoptic_encoding": ("16UC1", "16UC1 (RViz shows it) | 32SC1"),
+    "publish_panoptic": (True, "publish the panoptic id image"),
+    "publish_semantic": (True, "publish the semantic class image (mono8)"),
+    "publish_overlay": (True, "publish the overlay (only while someone subscribes)"),
+    "publish_markers": (True, "publish RViz markers (only while someone subscribes)"),
+    "diagnostics_period_s": (1.0, "period of /diagnostics"),
+    "autostart": (True, "configure and activate on start (false: wait for lifecycle transitions)"),
+}
+
+
+class SettingsError(ValueError):
+    """A parameter value the node cannot use; the message names the parameter and what is allowed."""
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    model: str
+    backend: str
+    device: str
+    input_size: tuple[int, int]
+    compressed_input: bool
+    input_qos: str
+    input_depth: int
+    instance_score_thr: float
+    overlap_thr: float
+    mask_thr: float
+    init_score_thr: float
+    obj_score_thr: float
+    match_score_thr: float
+    reset_gap_s: float
+    label_divisor: int
+    panoptic_encoding: str
+    publish_panoptic: bool
+    publish_semantic: bool
+    publish_overlay: bool
+    publish_markers: bool
+    diagnostics_period_s: float
+    autostart: bool
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise SettingsError(f"parameter {name}={value!r} is not one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _unit(name: str, value: Any) -> float:
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise SettingsError(f"parameter {name}={value} must be in [0, 1]")
+    return value
+
+
+def validate_dynamic(name: str, value: Any) -> float:
+    """Check one run-time threshold change; raises :class:`SettingsError`."""
+    if name == "reset_gap_s":
+        value = float(value)
+        if value <= 0:
+            raise SettingsError(f"parameter reset_gap_s={value} must be > 0")
+        return value
+    return _unit(name, value)
+
+
+def settings_from_values(values: dict[str, Any]) -> NodeSettings:
+    """Validated settings from parameter values (missing names take their defaults)."""
+    unknown = sorted(set(values) - set(PARAMETERS))
+    if unknown:
+        raise SettingsError(f"unknown parameter(s) {unknown}; known: {sorted(PARAMETERS)}")
+    v = {name: values.get(name, default) for name, (default, _) in PARAMETERS.items()}
+    device = str(v["device"])
+    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise SettingsError(f"parameter device={device!r} must be auto, cpu, cuda or cuda:N")
+    size = [int(x) for x in v["input_size"]]
+    if len(size) != 2 or min(size) < 0 or (0 in size and size != [0, 0]):
+        raise SettingsError(f"parameter input_size={size} must be [height, width] > 0, or [0, 0] for the model's")
+    depth = int(v["input_depth"])
+    if not 1 <= depth <= 100:
+        raise SettingsError(f"parameter input_depth={depth} must be in [1, 100]")
+    divisor = int(v["label_divisor"])
+    encoding = _choice("panoptic_encoding", v["panoptic_encoding"], PANOPTIC_ENCODINGS)
+    if divisor < 2:
+        raise SettingsError(f"parameter label_divisor={divisor} must be >= 2")
+    if encoding == "16UC1" and 19 * divisor - 1 > 65535:
+        raise SettingsError(f"label_divisor={divisor} makes panoptic ids up to {19 * divisor - 1}, more than 16UC1 "
+                            f"holds (65535): use panoptic_encoding 32SC1 or a smaller divisor")
+    period = float(v["diagnostics_period_s"])
+    if period <= 0:
+        raise SettingsError(f"parameter diagnostics_period_s={period} must be > 0")
+    return NodeSettings(
+        model=str(v["model"]), backend=_choice("backend", v["backend"], BACKENDS), device=device,
+        input_size=(size[0], size[1]), compressed_input=bool(v["compressed_input"]),
+        input_qos=_choice("input_qos", v["input_qos"], INPUT_QOS), input_depth=depth,
+        **{name: validate_dynamic(name, v[name]) for name in DYNAMIC},
+        label_divisor=divisor, panoptic_encoding=encoding,
+        publish_panoptic=bool(v["publish_panoptic"]), publish_semantic=bool(v["publish_semantic"]),
+        publish_overlay=bool(v["publish_overlay"]), publish_markers=bool(v["publish_markers"]),
+        diagnostics_period_s=period, autostart=bool(v["autostart"]),
+    )
