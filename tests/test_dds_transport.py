@@ -18,10 +18,10 @@ from geometry_msgs.msg import Point  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
-from vknet_ros.msg import BoundingBox2D, TrackedObject, TrackedObjectArray  # noqa: E402
 
 from vknet_ros.conversions import rgb_to_image_msg  # noqa: E402
 from vknet_ros.echo_client import EchoClient, start_echo_process, stop_echo_process  # noqa: E402
+from vknet_ros.msg import BoundingBox2D, TrackedObject, TrackedObjectArray  # noqa: E402
 
 HEIGHT, WIDTH = 375, 1242  # a KITTI frame: 1.4 MB as rgb8, above Fast DDS's default best-effort limit
 FRAMES = 20

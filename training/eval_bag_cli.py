@@ -5,9 +5,15 @@ Sequences are split where the Pipeline resets its tracker (frame_id change, time
 reset_gap_s), exactly as the live node does. A damaged bag is reported and its readable frames are scored.
 Without --model the bundled model is used.
 
-Example:
+With --through-node the bag is played over DDS into the live node (started as its own process, loopback
+only) and its published panoptic images are scored: with --rate 0 (default) each frame is sent when the
+previous answer arrived, so the scores equal the offline ones; with --rate R frames go out at R Hz like a
+camera, frames the node skipped are scored as empty predictions, and drops and latency are reported.
+
+Examples:
   vknet bag --from-kitti-step data/synth --split val --out bags/synth_val
   vknet eval-bag --bag bags/synth_val --json results/synth_val.json
+  vknet eval-bag --bag bags/synth_val --through-node --rate 10 --json results/synth_val_node.json
 """
 
 from __future__ import annotations
@@ -16,6 +22,15 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from training.bags import BagFrame, BagReader
+    from training.scoring import PanopticScorer
+    from vknet_model.pipeline import Pipeline
+    from vknet_ros.replay import ReplayReport
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vpq-stride", type=int, default=1, help="frames between labelled frames (default 1)")
     parser.add_argument("--no-vpq", action="store_true", help="STQ only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--through-node", action="store_true", help="replay over DDS through the live node")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="with --through-node: frames per second, 0 = as fast as the node keeps up (default)")
+    parser.add_argument("--work-dir", type=Path, default=Path("replay_out"),
+                        help="with --through-node: where the node's log goes (default replay_out)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from vknet_model.checkpoint import CheckpointError
     from vknet_model.contract import ContractError
     from vknet_model.pipeline import Pipeline
+    from vknet_ros.replay import ReplayError
 
     try:
         pipeline = Pipeline.from_model(resolve_model(args.model), backend=args.backend, device=args.device)
@@ -50,22 +71,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     scorer = PanopticScorer(pipeline.data, vpq=not args.no_vpq, vpq_stride=args.vpq_stride)
-    latencies = []
+    latencies: list[float] = []
+    replay = None
     try:
-        with tqdm(unit="frame", desc="eval-bag", disable=args.no_progress) as bar:
-            for frame in reader.frames():
-                if frame.panoptic is None:
-                    if reader.report.gt_topic is None:
-                        raise BagError(f"{args.bag} has no ground-truth topic (expected /ground_truth/panoptic; "
-                                       f"name it with --gt-topic): nothing to score against")
-                    continue
-                start = time.perf_counter()
-                result = pipeline.step(frame.image, stamp=frame.stamp_s, frame_id=frame.frame_id)
-                latencies.append(time.perf_counter() - start)
-                scorer.add(frame.sequence, frame.panoptic, result.panoptic)
-                bar.update(1)
+        if args.through_node:
+            replay = _through_node(args, reader, pipeline, scorer)
+            latencies = [ms / 1e3 for ms in replay.latencies_ms]
+        else:
+            with tqdm(unit="frame", desc="eval-bag", disable=args.no_progress) as bar:
+                for frame in reader.frames():
+                    if _check_gt(frame, reader, args.bag) and frame.panoptic is not None:
+                        start = time.perf_counter()
+                        result = pipeline.step(frame.image, stamp=frame.stamp_s, frame_id=frame.frame_id)
+                        latencies.append(time.perf_counter() - start)
+                        scorer.add(frame.sequence, frame.panoptic, result.panoptic)
+                    bar.update(1)
         scores = scorer.result()
-    except (BagError, ValueError) as exc:
+    except (BagError, ValueError, ReplayError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     report = reader.report
@@ -73,10 +95,20 @@ def run(args: argparse.Namespace) -> int:
                      "frames": report.frames, "frames_without_gt": report.frames_without_gt,
                      "undecodable": report.undecodable, "damage": report.damage}
     ms = sorted(1000 * t for t in latencies)
-    scores["pipeline_ms_p50"] = ms[len(ms) // 2]
+    p50 = ms[len(ms) // 2] if ms else float("nan")
     print(format_table(scores))
-    print(f"{scorer.frames} frames in {len(report.sequences)} sequence(s), pipeline p50 {ms[len(ms) // 2]:.1f} ms, "
-          f"backend {pipeline.backend.describe()}")
+    if replay is not None:
+        from vknet_ros.replay import describe
+
+        scores["replay"] = {"mode": "lockstep" if not args.rate else f"{args.rate} Hz", "sent": replay.sent,
+                            "answered": replay.answered, "dropped": replay.dropped,
+                            "latency_ms_p50": replay.percentile(0.5), "latency_ms_p90": replay.percentile(0.9),
+                            "node_diagnostics": replay.node_diagnostics}
+        print(describe(replay, scores["replay"]["mode"]))
+    else:
+        scores["pipeline_ms_p50"] = p50
+        print(f"{scorer.frames} frames in {len(report.sequences)} sequence(s), pipeline p50 {p50:.1f} ms, "
+              f"backend {pipeline.backend.describe()}")
     if report.frames_without_gt or report.undecodable:
         print(f"skipped: {report.frames_without_gt} frame(s) without ground truth, {report.undecodable} undecodable")
     if report.damage:
@@ -86,3 +118,37 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, scores)
         print(f"wrote {args.json}")
     return 0
+
+
+def _check_gt(frame: BagFrame, reader: BagReader, bag: Path) -> bool:
+    """True when the frame can be scored; a bag without any ground-truth topic is an error."""
+    from training.bags import BagError
+
+    if frame.panoptic is not None:
+        return True
+    if reader.report.gt_topic is None:
+        raise BagError(f"{bag} has no ground-truth topic (expected /ground_truth/panoptic; name it with "
+                       f"--gt-topic): nothing to score against")
+    return False
+
+
+def _through_node(args: argparse.Namespace, reader: BagReader, pipeline: Pipeline,
+                  scorer: PanopticScorer) -> ReplayReport:
+    from vknet_model.bundled import resolve_model
+    from vknet_ros.dds_env import apply_loopback_environment
+    from vknet_ros.replay import replay_through_node, void_prediction
+
+    env = apply_loopback_environment()
+    print(f"replaying {args.bag} through the node (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, loopback only)")
+    data = pipeline.data
+
+    def on_answer(frame: BagFrame, panoptic: np.ndarray | None) -> None:
+        if _check_gt(frame, reader, args.bag):
+            assert frame.panoptic is not None
+            prediction = panoptic if panoptic is not None else void_prediction(
+                frame.panoptic, data.void_id, data.label_divisor)
+            scorer.add(frame.sequence, frame.panoptic, prediction)
+
+    return replay_through_node(reader, model=resolve_model(args.model, prefer_onnx=True), backend=args.backend,
+                               device=args.device, rate_hz=args.rate or None, work_dir=args.work_dir,
+                               on_answer=on_answer, progress=not args.no_progress)

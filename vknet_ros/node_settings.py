@@ -20,7 +20,8 @@ DYNAMIC = ("instance_score_thr", "overlap_thr", "mask_thr", "init_score_thr", "o
 
 # name -> (default, description). The order is the order of `ros2 param list`.
 PARAMETERS: dict[str, tuple[Any, str]] = {
-    "model": ("", "model file: .onnx (with its model.json), .engine or checkpoint .pt; empty = the bundled model"),
+    "model": ("", "model file: .onnx (with its model.json; TensorRT engines are built from it and cached) or "
+                  "checkpoint .pt; empty = the bundled model"),
     "backend": ("auto", "tensorrt | onnxruntime | torch | auto (TensorRT on a GPU where installed, else ONNX "
                         "Runtime; torch for checkpoints); a fallback is logged"),
     "device": ("auto", "cpu | cuda | cuda:N | auto (cuda when available)"),
