@@ -63,3 +63,22 @@ def test_workspace_install_holds_sources_messages_and_config(tmp_path: Path) -> 
     assert site in msg_file.parents
     assert site in dds_env_file.parents
     assert profile == prefix / "share" / "vknet_ros" / "config" / "fastdds_loopback.xml"
+    for name in ("launch/camera.launch.py", "launch/kitti_replay.launch.py", "config/vknet.yaml",
+                 "config/vknet.rviz"):
+        assert (prefix / "share" / "vknet_ros" / name).is_file(), name
+
+    # `ros2 run vknet_ros vknet_node` executes lib/vknet_ros/vknet_node: run it the same way, with a model
+    # that does not exist, and expect the node to come up and report the configure failure.
+    executable = prefix / "lib" / "vknet_ros" / "vknet_node"
+    assert os.access(executable, os.X_OK)
+    from vknet_ros.dds_env import loopback_environment
+
+    proc = subprocess.Popen([str(executable), "--ros-args", "-p", "model:=/nonexistent/model.onnx"], cwd=tmp_path,
+                            env=dict(run_env, **loopback_environment()), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=10)
+    assert "configure failed: model file not found: /nonexistent/model.onnx" in output, output[-2000:]
