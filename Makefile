@@ -40,6 +40,7 @@ $(STAMP)/editable: $(STAMP)/messages setup.py pyproject.toml
 
 demo: setup
 	$(BIN)/vknet doctor
+	$(BIN)/vknet demo
 
 lint: setup
 	$(BIN)/ruff check .

@@ -8,12 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from vknet_model.checkpoint import save_checkpoint
 from vknet_model.cli import main
-from vknet_model.config import resolve_config
-from vknet_model.network import build_model
 from vknet_model.pipeline import TrackedObjectInfo
 from vknet_ros.overlay import CITYSCAPES_COLOURS, draw_overlay, track_colour
 
@@ -40,16 +36,37 @@ def test_overlay_tints_stuff_by_class_and_things_by_track() -> None:
 
 
 @pytest.mark.slow
-def test_demo_runs_and_ends_with_the_summary_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = resolve_config("tiny")
-    torch.manual_seed(0)
-    checkpoint = tmp_path / "model.pt"
-    save_checkpoint(checkpoint, build_model(cfg), cfg)
+def test_demo_runs_through_the_node_and_ends_with_the_summary_line(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "--model", str(checkpoint), "--frames", "4", "--out", str(out)]) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(["demo", "--frames", "4", "--out", str(out)]) == 0  # the bundled model
+    text = capsys.readouterr().out
+    assert "replay (lockstep): sent 4, answered 4, dropped 0" in text
+    last = text.strip().splitlines()[-1]
     match = re.fullmatch(r"STQ=([0-9.]+) frames=4 dropped=0 p50_ms=([0-9.]+)", last)
     assert match, last
-    assert 0.0 <= float(match.group(1)) <= 1.0
+    assert 0.0 < float(match.group(1)) <= 1.0 and float(match.group(2)) > 0
     strip = cv2.imread(str(out / "overlay_strip.png"))
     assert strip is not None and strip.shape[1] == 1242 and strip.shape[0] % 375 == 0
+    assert (out / "bag" / "metadata.yaml").is_file() and "configure" not in (out / "node.log").read_text().lower()
+
+
+@pytest.mark.slow
+def test_demo_on_a_video_file_writes_an_overlay_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import moving_square_frame
+
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (320, 96))
+    for t in range(5):
+        writer.write(moving_square_frame(t, 96, 320)[:, :, ::-1])
+    writer.release()
+    out = tmp_path / "video_demo"
+    assert main(["demo", "--video", str(video), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("frames=5 dropped=0 p50_ms=")
+    capture = cv2.VideoCapture(str(out / "overlay.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+
+
+def test_demo_reports_a_missing_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--video", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "o")]) == 2
+    assert "cannot open video" in capsys.readouterr().err

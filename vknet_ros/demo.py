@@ -1,72 +1,173 @@
-"""Run vknet end to end on a synthetic street sequence with the bundled model, and show the result.
+"""The main job on a fresh machine: a synthetic street sequence through the live ROS 2 node, scored and drawn.
 
-Generates a held-out synthetic KITTI-STEP sequence (never used for training), runs the Pipeline on every
-frame (network, panoptic assembly, kernel tracking), scores it with STQ / AQ / SQ against the sequence's
-ground truth, and writes what a person can look at: an overlay strip PNG (every few frames, tracks in a
-colour fixed per id with "id class" labels) and an overlay video. The last line is machine-readable:
-`STQ=<value> frames=<n> dropped=<n> p50_ms=<v>` (dropped is 0 offline: every frame is processed).
+Steps: generate a held-out synthetic KITTI-STEP sequence (never used for training), write it as a rosbag2
+(camera, camera_info, ground truth), start the vknet node as its own process with the bundled model, play
+the bag into it over DDS (loopback only), record its panoptic and overlay outputs, score STQ / AQ / SQ and
+VPQ, and write an overlay strip PNG and an overlay video a person can look at. The last line is
+machine-readable: `STQ=<value> frames=<n> dropped=<n> p50_ms=<v>` (p50_ms: image published -> panoptic
+received, through DDS and the node).
+
+With --video FILE the same node runs on any video you have (no labels, so no scores): every frame goes
+through the node and the overlay video is written.
+
+Examples:
+  vknet demo
+  vknet demo --rate 10            # like a 10 Hz camera: frames the node cannot keep up with are dropped
+  vknet demo --video drive.mp4 --out demo_video
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.bags import BagFrame
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="checkpoint or .onnx (default: the bundled model)")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"))
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument("--frames", type=int, default=30, help="frames in the sequence (default 30)")
+    parser.add_argument("--frames", type=int, default=30, help="frames in the synthetic sequence (default 30)")
     parser.add_argument("--sequence", type=int, default=2000, help="synthetic sequence index (default 2000)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="frames per second into the node; 0 = as fast as it keeps up (default)")
+    parser.add_argument("--video", type=Path, help="run on this video file instead (overlay only, no scores)")
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
 
 
+class VideoFrames:
+    """A video file as replayable frames (stamps from its frame rate), for the node."""
+
+    def __init__(self, path: Path) -> None:
+        import cv2
+
+        self.path = path
+        capture = cv2.VideoCapture(str(path))
+        if not capture.isOpened():
+            raise FileNotFoundError(f"cannot open video {path} (missing or not a video OpenCV can read)")
+        self.fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
+        capture.release()
+
+    def frames(self) -> Iterator[BagFrame]:
+        import cv2
+
+        capture = cv2.VideoCapture(str(self.path))
+        index = 0
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            stamp = round(1e9 * (1.0 + index / self.fps))
+            yield BagFrame("video", index, stamp, "camera", np.ascontiguousarray(bgr[:, :, ::-1]), None)
+            index += 1
+        capture.release()
+
+
+class OverlayRecorder:
+    """Writes the node's overlay images to a video and keeps four of them for a PNG strip."""
+
+    def __init__(self, out: Path, every: int) -> None:
+        self.video_path, self.strip_path = out / "overlay.mp4", out / "overlay_strip.png"
+        self.every, self.count = max(1, every), 0
+        self.strip: list[np.ndarray] = []
+        self._video: Any = None
+
+    def __call__(self, rgb: np.ndarray) -> None:
+        import cv2
+
+        if self._video is None:
+            height, width = rgb.shape[:2]
+            self._video = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (width, height))
+        if self._video.isOpened():
+            self._video.write(rgb[:, :, ::-1])
+        if self.count % self.every == 0 and len(self.strip) < 4:
+            self.strip.append(rgb)
+        self.count += 1
+
+    def close(self) -> list[Path]:
+        import cv2
+
+        written = []
+        if self._video is not None:
+            self._video.release()
+            if self.video_path.is_file():
+                written.append(self.video_path)
+        if self.strip:
+            cv2.imwrite(str(self.strip_path), np.concatenate(self.strip, axis=0)[:, :, ::-1])
+            written.append(self.strip_path)
+        return written
+
+
 def run(args: argparse.Namespace) -> int:
-    import cv2
-    import numpy as np
-
-    from training.synth import SynthConfig, render_sequence
+    from training.bags import BagReader, kitti_step_sources, write_bag
+    from training.scoring import PanopticScorer, format_table
+    from training.synth import SynthConfig, write_sequences
     from vknet_model.bundled import resolve_model
-    from vknet_model.metrics.stq import STQuality
-    from vknet_model.pipeline import Pipeline
-    from vknet_ros.overlay import draw_overlay
+    from vknet_model.config import DataConfig
+    from vknet_ros.dds_env import apply_loopback_environment
+    from vknet_ros.replay import ReplayError, describe, replay_through_node, void_prediction
 
-    model = resolve_model(args.model)
-    pipeline = Pipeline.from_model(model, backend=args.backend, device=args.device)
-    print(f"model {model} on {pipeline.backend.describe()}")
-    images, truth = render_sequence(0, args.sequence, SynthConfig(frames=args.frames))
-    print(f"synthetic sequence {args.sequence}: {len(images)} frames {images[0].shape[1]}x{images[0].shape[0]}")
-    data = pipeline.data
-    metric = STQuality(data.num_classes, data.thing_ids, ignore_label=data.void_id, label_divisor=data.label_divisor)
+    try:
+        model = resolve_model(args.model, prefer_onnx=True)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    video_path = args.out / "overlay.mp4"
-    height, width = images[0].shape[:2]
-    fourcc = cv2.VideoWriter.fourcc(*"mp4v")
-    video = cv2.VideoWriter(str(video_path), fourcc, 10.0, (width, height))
-    strip: list[np.ndarray] = []
-    latencies: list[float] = []
-    tracks: set[int] = set()
-    for t, (image, gt) in enumerate(zip(images, truth, strict=True)):
-        start = time.perf_counter()
-        result = pipeline.step(image, stamp=0.1 * t, frame_id="demo_camera")
-        latencies.append(1e3 * (time.perf_counter() - start))
-        metric.update(gt, result.panoptic, "demo")
-        tracks.update(o.track_id for o in result.objects)
-        overlay = draw_overlay(image, result.semantic, result.panoptic, result.objects)
-        if video.isOpened():
-            video.write(overlay[:, :, ::-1])
-        if t % max(1, len(images) // 4) == 0 and len(strip) < 4:
-            strip.append(overlay)
-    video.release()
-    strip_path = args.out / "overlay_strip.png"
-    cv2.imwrite(str(strip_path), np.concatenate(strip, axis=0)[:, :, ::-1])
-    scores = metric.result()
-    p50 = statistics.median(latencies)
-    print(f"tracks seen: {len(tracks)}; latency per frame p50 {p50:.1f} ms, max {max(latencies):.1f} ms")
-    print(f"STQ {scores['STQ']:.4f}  AQ {scores['AQ']:.4f}  SQ {scores['IoU']:.4f}")
-    print(f"look at: {strip_path}" + (f" and {video_path}" if video_path.exists() else ""))
-    print(f"STQ={scores['STQ']:.4f} frames={len(images)} dropped=0 p50_ms={p50:.1f}")
+    env = apply_loopback_environment()
+    data = DataConfig()
+    scorer = PanopticScorer(data)
+    source: VideoFrames | BagReader
+    if args.video is not None:
+        try:
+            source = VideoFrames(args.video)
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"video {args.video} at {source.fps:.1f} fps")
+        recorder = OverlayRecorder(args.out, every=25)
+    else:
+        cfg = SynthConfig(frames=args.frames)
+        data_dir, bag_dir = args.out / "data", args.out / "bag"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(bag_dir, ignore_errors=True)
+        write_sequences(data_dir, sequences=1, seed=0, split="demo", first_sequence=args.sequence, cfg=cfg,
+                        progress=False)
+        report = write_bag(bag_dir, kitti_step_sources(data_dir, "demo"), progress=False)
+        print(f"synthetic sequence {args.sequence} ({args.frames} frames {cfg.width}x{cfg.height}, held out from "
+              f"training) -> {bag_dir} ({report.bytes / 1e6:.0f} MB)")
+        source = BagReader(bag_dir)
+        recorder = OverlayRecorder(args.out, every=max(1, args.frames // 4))
+    print(f"node: model {model}, backend {args.backend}, DDS loopback ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}")
+
+    def on_answer(frame: BagFrame, panoptic: np.ndarray | None) -> None:
+        if frame.panoptic is not None:
+            scorer.add(frame.sequence, frame.panoptic, panoptic if panoptic is not None else void_prediction(
+                frame.panoptic, data.void_id, data.label_divisor))
+
+    mode = f"{args.rate} Hz" if args.rate else "lockstep"
+    try:
+        replay = replay_through_node(source, model=model, backend=args.backend, device=args.device,
+                                     rate_hz=args.rate or None, work_dir=args.out, on_answer=on_answer,
+                                     on_overlay=recorder)
+    except ReplayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        written = recorder.close()
+    print(describe(replay, mode))
+    print("look at: " + " and ".join(str(p) for p in written) + f" (node log: {args.out / 'node.log'})")
+    p50 = replay.percentile(0.5)
+    if args.video is not None:
+        print(f"frames={replay.sent} dropped={replay.dropped} p50_ms={p50:.1f}")
+        return 0
+    scores = scorer.result()
+    print(format_table(scores))
+    print(f"STQ={scores['STQ']:.4f} frames={replay.sent} dropped={replay.dropped} p50_ms={p50:.1f}")
     return 0

@@ -24,16 +24,23 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from training.bags import BagFrame, BagReader
+from training.bags import BagFrame
 
 _LOG = logging.getLogger(__name__)
 READY_TIMEOUT_S = 120.0
+
+
+class FrameSource(Protocol):
+    """Anything that yields frames in time order: a :class:`training.bags.BagReader`, a video file reader."""
+
+    def frames(self) -> Iterator[BagFrame]: ...
 
 
 class ReplayError(RuntimeError):
@@ -83,7 +90,7 @@ def _log_tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def replay_through_node(reader: BagReader, *, model: Path, backend: str = "auto", device: str = "cpu",
+def replay_through_node(reader: FrameSource, *, model: Path, backend: str = "auto", device: str = "cpu",
                         rate_hz: float | None = None, work_dir: Path,
                         on_answer: Callable[[BagFrame, np.ndarray | None], None],
                         on_overlay: Callable[[np.ndarray], None] | None = None,
