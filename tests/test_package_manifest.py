@@ -40,6 +40,7 @@ ROSDEP_KEYS = {
     "onnx": "python3-onnx-pip",
     "onnxruntime": "python3-onnxruntime-pip",
     "rosbags": "python3-rosbags-pip",
+    "rcl_interfaces": "rcl_interfaces",
     "mcap": "python3-mcap-pip",
 }
 # Imported only inside a guarded try/except with a fallback, never required.
