@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -84,3 +86,44 @@ def test_label_round_trip(encoding: str) -> None:
 def test_label_overflow_is_refused() -> None:
     with pytest.raises(ValueError, match="outside 16UC1"):
         labels_to_image_msg(np.array([[70_000]]), Header(), "16UC1")
+
+
+class _ReferenceBridge:
+    """Stands in for cv_bridge's imgmsg_to_cv2(desired_encoding="rgb8") semantics on padded rows, to test that
+    decode_image hands well-formed messages to the bridge and keeps the checks and the fallback its own."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def imgmsg_to_cv2(self, msg: Image, desired_encoding: str) -> np.ndarray:
+        assert desired_encoding == "rgb8"
+        self.calls += 1
+        return image_msg_to_rgb(msg)
+
+
+def test_decode_image_uses_the_bridge_only_for_complete_messages() -> None:
+    from vknet_ros.conversions import decode_image
+
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    msg = rgb_to_image_msg(rgb, Header(), "bgr8")
+    bridge = _ReferenceBridge()
+    np.testing.assert_array_equal(decode_image(msg, bridge), rgb)
+    assert bridge.calls == 1
+    short = Image(height=2, width=3, encoding="rgb8", step=12, data=bytes(12 + 9))  # last row without padding
+    assert decode_image(short, bridge).shape == (2, 3, 3) and bridge.calls == 1
+    with pytest.raises(ImageConversionError, match="16UC1"):
+        decode_image(Image(height=1, width=1, encoding="16UC1", step=2, data=bytes(2)), bridge)
+    assert bridge.calls == 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cv_bridge") is None,
+                    reason="cv_bridge is not installed (no PyPI wheels); the numpy path is tested above")
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8"])
+def test_cv_bridge_and_numpy_paths_agree(encoding: str) -> None:
+    from vknet_ros.conversions import cv_bridge
+
+    channels = {"mono8": 1, "rgba8": 4, "bgra8": 4}.get(encoding, 3)
+    data = np.random.default_rng(0).integers(0, 255, (5, 7, channels), dtype=np.uint8)
+    msg = Image(height=5, width=7, encoding=encoding, step=7 * channels, data=data.tobytes())
+    np.testing.assert_array_equal(np.asarray(cv_bridge().imgmsg_to_cv2(msg, desired_encoding="rgb8")),
+                                  image_msg_to_rgb(msg))

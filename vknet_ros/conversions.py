@@ -1,15 +1,17 @@
 """Pure conversions between ROS 2 image messages and numpy arrays (no node, no spinning).
 
-Images are decoded without cv_bridge (no wheels for it here) by viewing ``msg.data`` through
-``np.frombuffer``; outgoing data is assigned as ``bytes`` because assigning an ndarray to ``msg.data``
-costs about 70 ms per 1.4 MB frame in rclpy against 0.2 ms for bytes. Decoding only reads fields, so it
-works on any object shaped like the message: rclpy messages and the ones ``rosbags`` deserialises from bags
-(the bag tools use it without ROS installed); only the encoders import ``sensor_msgs``.
+Images are decoded by viewing ``msg.data`` through ``np.frombuffer`` (cv_bridge has no PyPI wheels; where
+it is installed, :func:`decode_image` uses it after the same checks); outgoing data is assigned as ``bytes``
+because assigning an ndarray to ``msg.data`` costs about 70 ms per 1.4 MB frame in rclpy against 0.2 ms for
+bytes. Decoding only reads fields, so it works on any object shaped like the message: rclpy messages and the ones
+``rosbags`` deserialises from bags (the bag tools use it without ROS installed); only the encoders import
+``sensor_msgs``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -52,6 +54,18 @@ def image_msg_to_rgb(msg: Image) -> np.ndarray:
         ImageConversionError: unsupported encoding (16-bit and float images are rejected with the
             reason), empty or oversized image, ``step`` too small, or ``data`` shorter than declared.
     """
+    channels, order, data = _checked(msg)
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    # View the buffer as [H, step] (padding included), then cut the padding off each row.
+    rows = np.lib.stride_tricks.as_strided(data, shape=(height, width * channels), strides=(step, 1))
+    pixels = rows.reshape(height, width, channels)
+    if order == (0, 1, 2) and channels == 3:
+        return pixels.copy()
+    return np.ascontiguousarray(pixels[:, :, list(order)])
+
+
+def _checked(msg: Image) -> tuple[int, tuple[int, ...], np.ndarray]:
+    """Channels, RGB channel order and the data buffer of a decodable message; raises the reason otherwise."""
     encoding = msg.encoding
     if encoding not in _COLOUR_ENCODINGS:
         if encoding in ("mono16", "16UC1", "16SC1", "32FC1", "32SC1", "64FC1", "rgb16", "bgr16"):
@@ -74,12 +88,28 @@ def image_msg_to_rgb(msg: Image) -> np.ndarray:
     if data.size < needed:
         raise ImageConversionError(
             f"data holds {data.size} bytes, {width}x{height} {encoding} with step {step} needs {needed}")
-    # View the buffer as [H, step] (padding included), then cut the padding off each row.
-    rows = np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(step, 1))
-    pixels = rows.reshape(height, width, channels)
-    if order == (0, 1, 2) and channels == 3:
-        return pixels.copy()
-    return np.ascontiguousarray(pixels[:, :, list(order)])
+    return channels, order, data
+
+
+@functools.cache
+def cv_bridge() -> Any | None:
+    """A ``cv_bridge.CvBridge`` when cv_bridge is installed (apt ROS), else None (the PyPI wheels have none)."""
+    try:
+        from cv_bridge import CvBridge
+    except ImportError:
+        return None
+    return CvBridge()
+
+
+def decode_image(msg: Image, bridge: Any | None = None) -> np.ndarray:
+    """The node's decoder: the same checks as :func:`image_msg_to_rgb`, then cv_bridge's conversion where it is
+    installed (the reference ROS users know) and the numpy path otherwise. Both give identical pixels
+    (tests/test_conversions.py compares them where cv_bridge exists)."""
+    _, _, data = _checked(msg)
+    bridge = bridge if bridge is not None else cv_bridge()
+    if bridge is None or data.size < int(msg.step) * int(msg.height):  # cv_bridge needs every row padded
+        return image_msg_to_rgb(msg)
+    return np.ascontiguousarray(bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
 
 
 def rgb_to_image_msg(rgb: np.ndarray, header: Header, encoding: str = "rgb8") -> Image:

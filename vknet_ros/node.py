@@ -39,7 +39,7 @@ from vknet_model.pipeline import FrameResult, Pipeline
 from vknet_ros.conversions import (
     ImageConversionError,
     compressed_msg_to_rgb,
-    image_msg_to_rgb,
+    decode_image,
     labels_to_image_msg,
     rgb_to_image_msg,
 )
@@ -292,7 +292,7 @@ class VKNetNode(LifecycleNode):
         assert self.settings is not None and self.pipeline is not None
         start = time.perf_counter()
         try:
-            rgb = compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage) else image_msg_to_rgb(msg)
+            rgb = compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage) else decode_image(msg)
         except ImageConversionError as exc:
             self._reject(str(exc))
             return
