@@ -2,37 +2,41 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
-from conftest import moving_square_frame
 
+from training.synth import SynthConfig, render_sequence
 from vknet_model.backends.onnxruntime_backend import OnnxRuntimeBackend
 from vknet_model.backends.torch_backend import TorchBackend
-from vknet_model.config import PostprocessConfig, TrackerConfig
+from vknet_model.bundled import BUNDLED_MODEL, BUNDLED_ONNX
+from vknet_model.config import PostprocessConfig
 from vknet_model.pipeline import InstancePool, Pipeline, PipelineError
 
-# The seeded random-weight model scores everything ~0.01: accept everything so that things are kept and
-# tracked, which is what these tests are about (the thresholds themselves are tested elsewhere).
-OPEN = PostprocessConfig(instance_score_thr=0.0, overlap_thr=0.1, mask_thr=0.5)
-TRACK_ALL = TrackerConfig(init_score_thr=0.0, obj_score_thr=0.0)
+# The bundled (trained) model on a synthetic street sequence it never saw: real cars and people to track.
+STREET = render_sequence(0, 2001, SynthConfig(frames=5))[0]
+
+
+def street(t: int, size: tuple[int, int] = (375, 1242)) -> np.ndarray:
+    image = STREET[t]
+    return image if image.shape[:2] == size else cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
 @pytest.fixture()
-def torch_pipeline(exported_tiny) -> Pipeline:  # type: ignore[no-untyped-def]
-    cfg, frame_net, _, _ = exported_tiny
-    return Pipeline(TorchBackend(frame_net, cfg), postprocess=OPEN, tracker=TRACK_ALL)
+def torch_pipeline() -> Pipeline:
+    return Pipeline(TorchBackend.from_checkpoint(BUNDLED_MODEL))
 
 
 @pytest.mark.parametrize("size", [(375, 1242), (97, 203), (480, 640)])
 def test_outputs_are_at_input_resolution_and_consistent(torch_pipeline: Pipeline, size: tuple[int, int]) -> None:
     h, w = size
-    result = torch_pipeline.step(moving_square_frame(0, h, w), stamp=0.0, frame_id="cam")
+    result = torch_pipeline.step(street(2, (h, w)), stamp=0.0, frame_id="cam")
     divisor = torch_pipeline.data.label_divisor
     assert result.panoptic.shape == (h, w) and result.panoptic.dtype == np.int32
     assert result.semantic.shape == (h, w) and result.semantic.dtype == np.uint8
     assert np.array_equal(result.semantic, result.panoptic // divisor)
     assert result.semantic.max() < 19
-    assert result.objects, "the open thresholds must produce tracked things"
+    assert result.objects, "the street frame has cars and people to track"
     for obj in result.objects:
         assert 1 <= obj.instance < divisor and obj.class_id in (11, 13)
         pixels = np.argwhere(result.panoptic == obj.class_id * divisor + obj.instance)
@@ -48,47 +52,45 @@ def test_outputs_are_at_input_resolution_and_consistent(torch_pipeline: Pipeline
 
 def test_tracks_persist_and_resets_follow_the_rules(torch_pipeline: Pipeline) -> None:
     p = torch_pipeline
-    first = p.step(moving_square_frame(0, 375, 1242), stamp=10.0, frame_id="cam")
+    first = p.step(street(0), stamp=10.0, frame_id="cam")
     assert first.reset_reason == "start"
     ids0 = {o.track_id for o in first.objects}
-    second = p.step(moving_square_frame(0, 375, 1242), stamp=10.1, frame_id="cam")
+    second = p.step(street(0), stamp=10.1, frame_id="cam")
     assert second.reset_reason == ""
     assert {o.track_id for o in second.objects} & ids0, "an unchanged frame keeps (some of) its track ids"
     assert all(o.age >= 1 for o in second.objects if o.track_id in ids0)
-    assert "time jumped back" in p.step(moving_square_frame(0, 375, 1242), stamp=5.0, frame_id="cam").reset_reason
-    assert "gap of" in p.step(moving_square_frame(0, 375, 1242), stamp=9.0, frame_id="cam").reset_reason
-    after = p.step(moving_square_frame(0, 375, 1242), stamp=9.1, frame_id="other")
+    assert "time jumped back" in p.step(street(0), stamp=5.0, frame_id="cam").reset_reason
+    assert "gap of" in p.step(street(0), stamp=9.0, frame_id="cam").reset_reason
+    after = p.step(street(0), stamp=9.1, frame_id="other")
     assert "frame_id changed" in after.reset_reason
     assert min(o.track_id for o in after.objects) > max(ids0), "track ids are never reused after a reset"
     p.reset("user")
-    assert p.step(moving_square_frame(0, 375, 1242), stamp=9.2, frame_id="other").reset_reason == "user"
+    assert p.step(street(0), stamp=9.2, frame_id="other").reset_reason == "user"
 
 
 def test_bad_images_raise_and_leave_the_state_alone(torch_pipeline: Pipeline) -> None:
     p = torch_pipeline
-    p.step(moving_square_frame(0, 375, 1242), stamp=1.0, frame_id="cam")
+    p.step(street(0), stamp=1.0, frame_id="cam")
     for bad in (np.zeros((0, 10, 3), np.uint8), np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float64)):
         with pytest.raises(ValueError, match="image"):
             p.step(bad, stamp=1.05, frame_id="cam")
-    assert p.step(moving_square_frame(1, 375, 1242), stamp=1.1, frame_id="cam").reset_reason == ""
+    assert p.step(street(1), stamp=1.1, frame_id="cam").reset_reason == ""
 
 
 def test_thresholds_change_at_run_time(torch_pipeline: Pipeline) -> None:
     p = torch_pipeline
-    assert p.step(moving_square_frame(0, 375, 1242), stamp=0.0, frame_id="cam").objects
+    assert p.step(street(0), stamp=0.0, frame_id="cam").objects
     p.set_postprocess(PostprocessConfig(instance_score_thr=0.99))
-    assert not p.step(moving_square_frame(0, 375, 1242), stamp=0.1, frame_id="cam").objects
+    assert not p.step(street(0), stamp=0.1, frame_id="cam").objects
     with pytest.raises(ValueError, match="overlap_thr"):
         p.set_postprocess(PostprocessConfig(overlap_thr=1.5))
 
 
-def test_torch_and_onnxruntime_pipelines_agree_over_five_frames(exported_tiny) -> None:  # type: ignore[no-untyped-def]
-    cfg, frame_net, path, _ = exported_tiny
-    pipes = [Pipeline(TorchBackend(frame_net, cfg), postprocess=OPEN, tracker=TRACK_ALL),
-             Pipeline(OnnxRuntimeBackend(path), postprocess=OPEN, tracker=TRACK_ALL)]
+def test_torch_and_onnxruntime_pipelines_agree_over_five_frames() -> None:
+    pipes = [Pipeline(TorchBackend.from_checkpoint(BUNDLED_MODEL)), Pipeline(OnnxRuntimeBackend(BUNDLED_ONNX))]
     tracked = 0
     for t in range(5):
-        image = moving_square_frame(t, 375, 1242)
+        image = street(t)
         a, b = (p.step(image, stamp=0.1 * t, frame_id="cam") for p in pipes)
         assert np.array_equal(a.panoptic, b.panoptic), f"panoptic maps differ on frame {t}"
         assert [o.track_id for o in a.objects] == [o.track_id for o in b.objects], f"track ids differ on frame {t}"

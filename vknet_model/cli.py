@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "engine": ("vknet_model.engine_cli",
                "build the TensorRT engine for an exported model ahead of time (cached per GPU/TensorRT version)"),
     "node": ("vknet_ros.node_cli", "run the ROS 2 node (same as `ros2 run vknet_ros vknet_node`)"),
+    "bench": ("vknet_ros.bench_cli", "per-stage latency of every backend on the same frames (table + JSON)"),
     "doctor": ("vknet_ros.doctor",
                "check the installation and measure a ROS 2 image round trip over loopback DDS"),
 }

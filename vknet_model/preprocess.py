@@ -82,9 +82,9 @@ def letterbox(image: np.ndarray, target: tuple[int, int]) -> tuple[np.ndarray, L
     box = Letterbox.fit(image.shape[:2], target)
     rh, rw = box.resized
     if (rh, rw) != image.shape[:2]:
-        # INTER_AREA when shrinking avoids aliasing; INTER_LINEAR when enlarging.
-        interpolation = cv2.INTER_AREA if box.scale < 1.0 else cv2.INTER_LINEAR
-        image = cv2.resize(image, (rw, rh), interpolation=interpolation)
+        # Bilinear, as the training augmentation resizes (training/datasets.py): the network sees the same
+        # kind of pixels it learned on, and it is 8x cheaper than INTER_AREA at KITTI size (0.5 vs 4.2 ms).
+        image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
     th, tw = target
     canvas = np.empty((3, th, tw), dtype=np.uint8)
     canvas[:] = np.asarray(PAD_VALUE, dtype=np.uint8)[:, None, None]

@@ -1,0 +1,156 @@
+"""Per-stage latency of the node's work for each backend, on the same frames, in one run.
+
+Stages per frame: preprocess (letterbox), network (the exported graph: backbone to panoptic assembly at
+stride 4), tracker, postprocess (full-resolution maps and objects), messages (the node's output messages:
+panoptic 16UC1, semantic mono8, tracks). end_to_end = all of them. Every backend sees the same synthetic
+street frames (1242x375 by default) after --warmup frames, and the backends are interleaved frame by
+frame so that machine noise hits them alike; compare them through the ratios printed at the end.
+
+Without --model a random-weight model of --config is built (and exported for ONNX Runtime), which has the
+cost of a trained one; --model times a real file.
+
+Examples:
+  vknet bench --config tiny --json benchmarks/bench_tiny_cpu.json
+  vknet bench --config r50 --frames 50 --backends torch onnxruntime --json benchmarks/bench_r50_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+STAGES = ("preprocess", "network", "tracker", "postprocess", "messages")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="tiny", help="tiny, r18, r50 or a YAML (default tiny)")
+    parser.add_argument("--model", type=Path, help="a checkpoint (.pt) to time instead of random weights")
+    parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"],
+                        choices=("torch", "onnxruntime", "tensorrt"), help="backends to compare (default both CPU)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--frames", type=int, default=50, help="timed frames per backend (default 50, min 10)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed frames first (default 5)")
+    parser.add_argument("--height", type=int, default=375, help="camera image height (default 375)")
+    parser.add_argument("--width", type=int, default=1242, help="camera image width (default 1242)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+
+
+def _pipelines(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    import torch
+
+    from vknet_model.backends import open_backend
+    from vknet_model.backends.torch_backend import TorchBackend
+    from vknet_model.checkpoint import load_checkpoint, save_checkpoint
+    from vknet_model.config import resolve_config
+    from vknet_model.export import export_onnx
+    from vknet_model.network import build_frame_net, build_model
+    from vknet_model.pipeline import Pipeline
+
+    if args.model is not None:
+        cfg, net, _ = load_checkpoint(args.model)
+        checkpoint = args.model
+    else:
+        cfg = resolve_config(args.config)
+        torch.manual_seed(0)
+        net = build_model(cfg)
+        checkpoint = workdir / "model.pt"
+        save_checkpoint(checkpoint, net, cfg)
+    pipelines = {}
+    for name in args.backends:
+        if name == "torch":
+            pipelines[name] = Pipeline(TorchBackend.from_checkpoint(checkpoint, args.device))
+        else:
+            onnx = workdir / "model.onnx"
+            if not onnx.is_file():
+                print(f"exporting {cfg.model.input_height}x{cfg.model.input_width} ONNX for {name} ...", flush=True)
+                frame_net = build_frame_net(cfg)
+                frame_net.net.load_state_dict(net.state_dict())
+                export_onnx(frame_net.eval(), cfg, onnx)
+            pipelines[name] = Pipeline(open_backend(onnx, backend=name, device=args.device))
+    return pipelines
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {"p50": statistics.median(ordered), "p90": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]}
+
+
+def run(args: argparse.Namespace) -> int:
+    from std_msgs.msg import Header
+
+    from training.synth import SynthConfig, render_sequence
+    from vknet_ros.conversions import labels_to_image_msg
+    from vknet_ros.messages import tracks_msg
+
+    if args.frames < 10:
+        print("error: --frames must be at least 10", file=sys.stderr)
+        return 2
+    total = args.frames + args.warmup
+    images, _ = render_sequence(0, 2000, SynthConfig(frames=min(total, 60), height=args.height, width=args.width))
+    frames = [images[i % len(images)] for i in range(total)]
+    with tempfile.TemporaryDirectory() as tmp:
+        pipelines = _pipelines(args, Path(tmp))
+        times: dict[str, dict[str, list[float]]] = {b: {s: [] for s in (*STAGES, "end_to_end")} for b in pipelines}
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        for t, image in enumerate(frames):
+            for name, pipeline in pipelines.items():  # interleaved: the same noise for every backend
+                header = Header(frame_id="camera")
+                start = time.perf_counter()
+                out = pipeline.step(image, stamp=0.1 * t, frame_id="camera")
+                msg_start = time.perf_counter()
+                labels_to_image_msg(out.panoptic, header, "16UC1")
+                labels_to_image_msg(out.semantic, header, "mono8")
+                tracks_msg(out.objects, header)
+                done = time.perf_counter()
+                if t < args.warmup:
+                    continue
+                series = times[name]
+                for stage in ("preprocess", "network", "tracker", "postprocess"):
+                    series[stage].append(out.timings_ms[stage])
+                series["messages"].append(1e3 * (done - msg_start))
+                series["end_to_end"].append(1e3 * (done - start))
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    config = args.model.name if args.model else args.config
+    rows: list[dict[str, Any]] = []
+    for name, pipeline in pipelines.items():
+        stats = {stage: _stats(v) for stage, v in times[name].items()}
+        rows.append({
+            "backend": name, "config": config, "device": args.device, "describe": pipeline.backend.describe(),
+            "frames": args.frames, "image": [args.height, args.width],
+            "network_ms_p50": stats["network"]["p50"], "end_to_end_ms_p50": stats["end_to_end"]["p50"],
+            "stages_ms": stats,
+        })
+    print(f"{'backend':<12} " + " ".join(f"{s:>12}" for s in (*STAGES, "end_to_end")) + "   (ms p50 / p90)")
+    for row in rows:
+        cells = [f"{row['stages_ms'][s]['p50']:6.1f}/{row['stages_ms'][s]['p90']:<5.1f}" for s in (*STAGES,
+                                                                                                    "end_to_end")]
+        print(f"{row['backend']:<12} " + " ".join(f"{c:>12}" for c in cells))
+    result: dict[str, Any] = {
+        "machine": f"{platform.node()} {platform.machine()}", "date": time.strftime("%Y-%m-%d"),
+        "config": config, "device": args.device, "frames": args.frames, "warmup": args.warmup,
+        "peak_rss_mb": peak_rss, "rss_before_timing_mb": rss_before, "results": rows,
+    }
+    by_name = {r["backend"]: r for r in rows}
+    if "torch" in by_name and "onnxruntime" in by_name:
+        ratio = {k: by_name["torch"][k] / by_name["onnxruntime"][k] for k in ("network_ms_p50", "end_to_end_ms_p50")}
+        result["onnxruntime_speedup_over_torch"] = ratio
+        print(f"onnxruntime vs torch: network {ratio['network_ms_p50']:.2f}x, end to end "
+              f"{ratio['end_to_end_ms_p50']:.2f}x faster")
+    for row in rows:
+        overhead = row["end_to_end_ms_p50"] / row["network_ms_p50"]
+        row["end_to_end_over_network"] = overhead
+        print(f"{row['backend']}: end to end / network = {overhead:.2f}x")
+    print(f"peak RSS of this process {peak_rss:.0f} MB (all backends loaded together)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
