@@ -1,0 +1,72 @@
+"""The highest camera rate the live node keeps up with (in the style of ros2_benchmark's rate sweeps).
+
+Plays the same synthetic bag into a freshly started node (its own process, DDS on loopback) at rising
+rates and reports, per rate, frames answered and dropped and the latency percentiles; the answer is the
+highest rate with < 5 % drops. Frames are KITTI-sized (1242x375 rgb8) from `vknet synth`.
+
+Usage: python benchmarks/node_rate.py [--rates 2 5 10 15 20] [--frames 40] [--model M] [--backend auto]
+       [--json benchmarks/node_rate.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from training.bags import BagReader, kitti_step_sources, write_bag
+from training.synth import SynthConfig, write_sequences
+from vknet_model.bundled import resolve_model
+from vknet_ros.dds_env import apply_loopback_environment
+from vknet_ros.replay import replay_through_node
+
+MAX_DROP = 0.05
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", type=float, nargs="+", default=[2.0, 5.0, 10.0, 15.0, 20.0])
+    parser.add_argument("--frames", type=int, default=40, help="frames played at each rate (default 40)")
+    parser.add_argument("--model", type=Path, help="default: the bundled model (ONNX)")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/node_rate.json"))
+    args = parser.parse_args()
+    model = resolve_model(args.model, prefer_onnx=True)
+    env = apply_loopback_environment()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_sequences(root / "data", sequences=1, seed=0, split="bench", first_sequence=2000,
+                        cfg=SynthConfig(frames=args.frames), progress=False)
+        write_bag(root / "bag", kitti_step_sources(root / "data", "bench"), progress=False)
+        for rate in sorted(args.rates):
+            report = replay_through_node(BagReader(root / "bag"), model=model, backend=args.backend,
+                                         device=args.device, rate_hz=rate, work_dir=root / f"work_{rate:g}",
+                                         on_answer=lambda frame, panoptic: None, progress=False)
+            row = {"rate_hz": rate, "sent": report.sent, "answered": report.answered, "dropped": report.dropped,
+                   "drop_fraction": report.dropped / max(report.sent, 1),
+                   "latency_ms_p50": report.percentile(0.5), "latency_ms_p90": report.percentile(0.9),
+                   "node_processing_ms_p50": report.node_diagnostics.get("processing_ms_p50")}
+            rows.append(row)
+            print(f"{rate:6.1f} Hz: answered {report.answered}/{report.sent}, dropped {row['drop_fraction']:.1%}, "
+                  f"latency p50 {row['latency_ms_p50']:.1f} ms p90 {row['latency_ms_p90']:.1f} ms, node "
+                  f"processing p50 {row['node_processing_ms_p50']} ms", flush=True)
+    kept = [r["rate_hz"] for r in rows if r["drop_fraction"] < MAX_DROP]
+    best = max(kept) if kept else None
+    print(f"highest rate with < {MAX_DROP:.0%} drops: {best if best is not None else 'none of'} Hz "
+          f"(model {model.name}, ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']})")
+    result = {"machine": f"{platform.node()} {platform.machine()}", "date": time.strftime("%Y-%m-%d"),
+              "model": str(model), "backend": args.backend, "device": args.device, "frames": args.frames,
+              "image": [375, 1242], "max_drop": MAX_DROP, "highest_rate_hz": best, "rates": rows}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
