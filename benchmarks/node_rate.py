@@ -50,11 +50,13 @@ def main() -> int:
             row = {"rate_hz": rate, "sent": report.sent, "answered": report.answered, "dropped": report.dropped,
                    "drop_fraction": report.dropped / max(report.sent, 1),
                    "latency_ms_p50": report.percentile(0.5), "latency_ms_p90": report.percentile(0.9),
-                   "node_processing_ms_p50": report.node_diagnostics.get("processing_ms_p50")}
+                   "node_processing_ms_p50": report.node_diagnostics.get("processing_ms_p50"),
+                   "node_stages_ms_p50": {k[:-7]: report.node_diagnostics.get(k) for k in (
+                       "decode_ms_p50", "network_ms_p50", "pipeline_ms_p50", "publish_ms_p50")}}
             rows.append(row)
             print(f"{rate:6.1f} Hz: answered {report.answered}/{report.sent}, dropped {row['drop_fraction']:.1%}, "
                   f"latency p50 {row['latency_ms_p50']:.1f} ms p90 {row['latency_ms_p90']:.1f} ms, node "
-                  f"processing p50 {row['node_processing_ms_p50']} ms", flush=True)
+                  f"processing p50 {row['node_processing_ms_p50']} ms {row['node_stages_ms_p50']}", flush=True)
     kept = [r["rate_hz"] for r in rows if r["drop_fraction"] < MAX_DROP]
     best = max(kept) if kept else None
     print(f"highest rate with < {MAX_DROP:.0%} drops: {best if best is not None else 'none of'} Hz "

@@ -17,6 +17,7 @@ Topics (relative, remap them): in ``image`` or ``image/compressed``, ``camera_in
 from __future__ import annotations
 
 import collections
+import statistics
 import threading
 import time
 import traceback
@@ -81,7 +82,7 @@ def load_pipeline(settings: NodeSettings) -> tuple[Pipeline, str]:
     if model.suffix in (".pt", ".pth") and backend in ("onnxruntime", "tensorrt"):
         raise SettingsError(f"{model} is a checkpoint: backend {backend} needs an exported .onnx "
                             f"(`vknet export --checkpoint {model} --out model.onnx`)")
-    pipeline = Pipeline(_open(model, backend, device), label_divisor=settings.label_divisor,
+    pipeline = Pipeline(_open(model, backend, device, settings.ort_spin_wait), label_divisor=settings.label_divisor,
                         postprocess=PostprocessConfig(instance_score_thr=settings.instance_score_thr,
                                                       overlap_thr=settings.overlap_thr, mask_thr=settings.mask_thr))
     pipeline.set_tracker_config(_tracker_config(pipeline, settings))
@@ -96,10 +97,10 @@ def load_pipeline(settings: NodeSettings) -> tuple[Pipeline, str]:
     return pipeline, f"model {model}, backend {described}{note}"
 
 
-def _open(model: Path, backend: str, device: str) -> Any:
+def _open(model: Path, backend: str, device: str, ort_spin_wait: bool) -> Any:
     from vknet_model.backends import open_backend
 
-    return open_backend(model, backend=backend, device=device)
+    return open_backend(model, backend=backend, device=device, ort_spin_wait=ort_spin_wait)
 
 
 def _tracker_config(pipeline: Pipeline, s: NodeSettings) -> Any:
@@ -134,6 +135,9 @@ class VKNetNode(LifecycleNode):
         self.bad_reasons: collections.Counter[str] = collections.Counter()
         self._latency_ms: collections.deque[float] = collections.deque(maxlen=200)
         self._processing_ms: collections.deque[float] = collections.deque(maxlen=200)
+        # Per-stage times of the worker, reported in /diagnostics so overhead around the network is visible.
+        self._stage_ms: dict[str, collections.deque[float]] = {
+            s: collections.deque(maxlen=200) for s in ("decode", "network", "pipeline", "publish")}
         self._done_times: collections.deque[float] = collections.deque(maxlen=50)
         self._backend_line = ""
         if self.get_parameter("autostart").value and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
@@ -296,6 +300,7 @@ class VKNetNode(LifecycleNode):
         except ImageConversionError as exc:
             self._reject(str(exc))
             return
+        decoded = time.perf_counter()
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         with self._pipeline_lock:
             try:
@@ -306,8 +311,12 @@ class VKNetNode(LifecycleNode):
         if result.reset_reason and self.counters["processed"]:
             self.counters["resets"] += 1
             self.get_logger().info(f"tracker reset: {result.reset_reason}")
+        stepped = time.perf_counter()
         self._publish(msg.header, rgb, result)
         done = time.perf_counter()
+        for stage, ms in (("decode", decoded - start), ("pipeline", stepped - decoded), ("publish", done - stepped)):
+            self._stage_ms[stage].append(1e3 * ms)
+        self._stage_ms["network"].append(result.timings_ms["network"])
         self.counters["processed"] += 1
         self._processing_ms.append(1e3 * (done - start))
         self._done_times.append(done)
@@ -357,6 +366,8 @@ class VKNetNode(LifecycleNode):
         values = {"backend": self._backend_line, "rate_hz": f"{rate:.2f}", "processing_ms_p50": f"{pct(0.5):.1f}",
                   "processing_ms_p90": f"{pct(0.9):.1f}", "received": c["received"], "processed": c["processed"],
                   "dropped": c["dropped"], "bad_input": c["bad_input"], "errors": c["errors"], "resets": c["resets"]}
+        for stage, series in self._stage_ms.items():
+            values[f"{stage}_ms_p50"] = f"{statistics.median(series):.1f}" if series else "n/a"
         status = DiagnosticStatus(level=level, name=f"{self.get_name()}: pipeline", message=message,
                                   hardware_id=self._backend_line,
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])

@@ -15,7 +15,8 @@ BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
-def open_backend(model_path: str | Path, backend: str = "auto", device: str = "cpu") -> Backend:
+def open_backend(model_path: str | Path, backend: str = "auto", device: str = "cpu", *,
+                 ort_spin_wait: bool = True) -> Backend:
     """Open ``model_path`` with the requested backend.
 
     A checkpoint (.pt) runs on the torch backend; an ONNX file on TensorRT or ONNX Runtime. ``auto`` takes
@@ -50,7 +51,7 @@ def open_backend(model_path: str | Path, backend: str = "auto", device: str = "c
     from vknet_model.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else None
-    return OnnxRuntimeBackend(model_path, providers=providers)
+    return OnnxRuntimeBackend(model_path, providers=providers, spin_wait=ort_spin_wait)
 
 
 __all__ = ["BACKENDS", "Backend", "BackendError", "open_backend"]

@@ -1,0 +1,27 @@
+"""ONNX Runtime session options the node relies on."""
+
+from __future__ import annotations
+
+import pytest
+
+from vknet_model.backends import open_backend
+from vknet_model.bundled import BUNDLED_ONNX
+from vknet_ros.node_settings import settings_from_values
+
+SPIN = "session.intra_op.allow_spinning"
+
+
+@pytest.mark.parametrize("spin", [True, False])
+def test_spin_wait_reaches_the_session(spin: bool) -> None:
+    backend = open_backend(BUNDLED_ONNX, backend="onnxruntime", ort_spin_wait=spin)
+    options = backend.session.get_session_options()  # type: ignore[attr-defined]
+    if spin:  # ONNX Runtime's default: no entry, threads spin
+        with pytest.raises(RuntimeError, match="does not have configuration"):
+            options.get_session_config_entry(SPIN)
+    else:
+        assert options.get_session_config_entry(SPIN) == "0"
+
+
+def test_the_node_turns_spinning_off_by_default() -> None:
+    assert settings_from_values({}).ort_spin_wait is False
+    assert settings_from_values({"ort_spin_wait": True}).ort_spin_wait is True
