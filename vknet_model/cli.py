@@ -14,13 +14,15 @@ import sys
 
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("vknet_ros.demo", "run the bundled model on a synthetic street sequence: STQ, latency, overlay"),
+    "demo": ("vknet_ros.demo",
+             "synthetic street bag -> the live ROS 2 node (bundled model) -> STQ, latency, overlay video"),
     "synth": ("training.synth_cli", "generate synthetic KITTI-STEP sequences (images + panoptic labels)"),
     "train": ("training.train_cli", "train Video K-Net on KITTI-STEP-layout data (1 GPU, CPU, or torchrun DDP)"),
     "predict": ("training.predict_cli", "run the pipeline over a KITTI-STEP-layout folder, write panoptic PNGs"),
     "eval": ("training.eval_cli", "score panoptic predictions: STQ / AQ / SQ and VPQ"),
     "bag": ("training.bag_cli", "write a rosbag2 (camera, camera_info, ground truth) from KITTI-STEP or raw KITTI"),
-    "eval-bag": ("training.eval_bag_cli", "replay a bag through the pipeline offline and score STQ / VPQ"),
+    "eval-bag": ("training.eval_bag_cli",
+                 "replay a bag offline or through the live node (--through-node) and score STQ / VPQ"),
     "export": ("vknet_model.export_cli", "export a checkpoint to ONNX (+ model.json contract) and check it"),
     "engine": ("vknet_model.engine_cli",
                "build the TensorRT engine for an exported model ahead of time (cached per GPU/TensorRT version)"),
