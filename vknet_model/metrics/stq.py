@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vknet_model.metrics.label_space import check_label_space
+
 _LOG = logging.getLogger(__name__)
 
 _EPSILON = 1e-15  # deeplab2's denominator floor: AQ of a sequence without GT tracks is 0, not NaN.
@@ -127,14 +129,7 @@ class STQuality:
         Raises:
             ValueError: On inconsistent sizes, an unknown thing class or an offset that is too small/large.
         """
-        if num_classes <= 0 or label_divisor <= 0:
-            raise ValueError(f"num_classes ({num_classes}) and label_divisor ({label_divisor}) must be positive")
-        if ignore_label < 0:
-            raise ValueError(f"ignore_label must be non-negative, got {ignore_label}")
-        things_set = frozenset(int(c) for c in things)
-        bad = sorted(c for c in things_set if not 0 <= c < num_classes or c == ignore_label)
-        if bad:
-            raise ValueError(f"thing classes {bad} are not evaluated classes in [0, {num_classes})")
+        things_set = check_label_space(num_classes, things, ignore_label, label_divisor)
         max_thing_id = num_classes * label_divisor  # every thing panoptic id is below this
         if offset < max_thing_id:
             raise ValueError(f"offset {offset} is too small: it must be at least num_classes * label_divisor = "

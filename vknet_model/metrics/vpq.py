@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vknet_model.metrics.label_space import check_label_space
+
 _LOG = logging.getLogger(__name__)
 
 _INT64_MAX = int(np.iinfo(np.int64).max)
@@ -73,14 +75,7 @@ class VPQuality:
         Raises:
             ValueError: On inconsistent sizes, an unknown thing class or a bad window size.
         """
-        if num_classes <= 0 or label_divisor <= 0:
-            raise ValueError(f"num_classes ({num_classes}) and label_divisor ({label_divisor}) must be positive")
-        if ignore_label < 0:
-            raise ValueError(f"ignore_label must be non-negative, got {ignore_label}")
-        things_set = frozenset(int(c) for c in things)
-        bad = sorted(c for c in things_set if not 0 <= c < num_classes or c == ignore_label)
-        if bad:
-            raise ValueError(f"thing classes {bad} are not evaluated classes in [0, {num_classes})")
+        things_set = check_label_space(num_classes, things, ignore_label, label_divisor)
         if not windows or any(int(n) < 1 for n in windows) or len(set(windows)) != len(windows):
             raise ValueError(f"windows must be distinct positive frame counts, got {tuple(windows)}")
         self._num_classes = num_classes
