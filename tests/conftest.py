@@ -18,6 +18,16 @@ from vknet_ros.dds_env import loopback_environment
 os.environ.update(loopback_environment())
 
 
+def pid(semantic: int, instance: int = 0) -> int:
+    """Panoptic id in the semantic * 1000 + instance encoding (metric tests)."""
+    return semantic * 1000 + instance
+
+
+def frame(rows: list[list[int]]) -> np.ndarray:
+    """An int64 panoptic map from nested lists of panoptic ids (metric tests)."""
+    return np.array(rows, dtype=np.int64)
+
+
 def moving_square_frame(t: int, height: int, width: int) -> np.ndarray:
     """RGB uint8 [H, W, 3]: a bright square moving right over a gradient (frames differ but stay related)."""
     image = np.repeat(np.linspace(0, 200, width, dtype=np.float32)[None, :, None], height, axis=0)

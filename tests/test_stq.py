@@ -12,21 +12,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import frame, pid
 
 from vknet_model.metrics import STQuality
 
 ROAD, SKY, PERSON, CAR, VOID = 0, 10, 11, 13, 255
 THINGS = (PERSON, CAR)
-
-
-def pid(semantic: int, instance: int = 0) -> int:
-    """Panoptic id in the semantic * 1000 + instance encoding."""
-    return semantic * 1000 + instance
-
-
-def frame(rows: list[list[int]]) -> np.ndarray:
-    """An int64 panoptic map from nested lists of panoptic ids."""
-    return np.array(rows, dtype=np.int64)
 
 
 def metric(**kwargs: Any) -> STQuality:

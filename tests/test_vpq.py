@@ -11,19 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import frame, pid
 
 from vknet_model.metrics import VPQuality
 
 ROAD, SKY, PERSON, CAR, VOID = 0, 10, 11, 13, 255
 THINGS = (PERSON, CAR)
-
-
-def pid(semantic: int, instance: int = 0) -> int:
-    return semantic * 1000 + instance
-
-
-def frame(rows: list[list[int]]) -> np.ndarray:
-    return np.array(rows, dtype=np.int64)
 
 
 def car_stats(result: dict[str, Any], n: int, cls: int = CAR) -> tuple[int, int, int, float]:
