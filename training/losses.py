@@ -128,6 +128,15 @@ def mask_bce_loss(mask_logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 Reduction = Literal["mean", "sum"]
 
 
+def _pixel_ce(logits: torch.Tensor, target: torch.Tensor, ignore: int, reduction: Reduction) -> torch.Tensor:
+    """Per-pixel softmax CE of [C, h, w] logits against a [h, w] index map; "mean" is over the pixels not
+    ``ignore`` (0 when there are none), so an empty target gives no gradient instead of NaN."""
+    total = F.cross_entropy(logits.float()[None], target[None], ignore_index=ignore, reduction="sum")
+    if reduction == "sum":
+        return total
+    return total / (target != ignore).sum().clamp(min=1)
+
+
 def rank_loss(mask_logits: torch.Tensor, owner: torch.Tensor, *, reduction: Reduction = "mean") -> torch.Tensor:
     """K-Net's rank loss: per pixel, softmax cross-entropy over the N kernels' mask logits.
 
@@ -143,10 +152,7 @@ def rank_loss(mask_logits: torch.Tensor, owner: torch.Tensor, *, reduction: Redu
     Returns:
         float32 scalar.
     """
-    total = F.cross_entropy(mask_logits.float()[None], owner[None], ignore_index=_RANK_IGNORE, reduction="sum")
-    if reduction == "sum":
-        return total
-    return total / (owner != _RANK_IGNORE).sum().clamp(min=1)
+    return _pixel_ce(mask_logits, owner, _RANK_IGNORE, reduction)
 
 
 def rank_targets(num_proposals: int, thing_masks: torch.Tensor, pred_idx: torch.Tensor, gt_idx: torch.Tensor,
@@ -186,10 +192,7 @@ def semantic_ce_loss(sem_logits: torch.Tensor, semantic: torch.Tensor, *,
     Returns:
         float32 scalar.
     """
-    total = F.cross_entropy(sem_logits.float()[None], semantic[None], ignore_index=IGNORE_INDEX, reduction="sum")
-    if reduction == "sum":
-        return total
-    return total / (semantic != IGNORE_INDEX).sum().clamp(min=1)
+    return _pixel_ce(sem_logits, semantic, IGNORE_INDEX, reduction)
 
 
 def multi_positive_ce_loss(similarity: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
