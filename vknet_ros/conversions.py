@@ -54,7 +54,11 @@ def image_msg_to_rgb(msg: Image) -> np.ndarray:
         ImageConversionError: unsupported encoding (16-bit and float images are rejected with the
             reason), empty or oversized image, ``step`` too small, or ``data`` shorter than declared.
     """
-    channels, order, data = _checked(msg)
+    return _to_rgb(msg, *_checked(msg))
+
+
+def _to_rgb(msg: Image, channels: int, order: tuple[int, ...], data: np.ndarray) -> np.ndarray:
+    """The numpy decode of a message :func:`_checked` accepted."""
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     # View the buffer as [H, step] (padding included), then cut the padding off each row.
     rows = np.lib.stride_tricks.as_strided(data, shape=(height, width * channels), strides=(step, 1))
@@ -105,10 +109,10 @@ def decode_image(msg: Image, bridge: Any | None = None) -> np.ndarray:
     """The node's decoder: the same checks as :func:`image_msg_to_rgb`, then cv_bridge's conversion where it is
     installed (the reference ROS users know) and the numpy path otherwise. Both give identical pixels
     (tests/test_conversions.py compares them where cv_bridge exists)."""
-    _, _, data = _checked(msg)
+    channels, order, data = _checked(msg)
     bridge = bridge if bridge is not None else cv_bridge()
     if bridge is None or data.size < int(msg.step) * int(msg.height):  # cv_bridge needs every row padded
-        return image_msg_to_rgb(msg)
+        return _to_rgb(msg, channels, order, data)
     return np.ascontiguousarray(bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
 
 
