@@ -59,23 +59,31 @@ def run(args: argparse.Namespace) -> int:
     from vknet_model.backends import BackendError
     from vknet_model.bundled import resolve_model
     from vknet_model.checkpoint import CheckpointError
-    from vknet_model.contract import ContractError
+    from vknet_model.config import ConfigError
+    from vknet_model.contract import ContractError, model_config
     from vknet_model.pipeline import Pipeline
     from vknet_ros.replay import ReplayError
 
+    pipeline: Pipeline | None = None
     try:
-        pipeline = Pipeline.from_model(resolve_model(args.model), backend=args.backend, device=args.device)
-        reader = BagReader(args.bag, image_topic=args.image_topic, gt_topic=args.gt_topic,
-                           reset_gap_s=pipeline.tracker_config.reset_gap_s)
-    except (FileNotFoundError, BackendError, CheckpointError, ContractError, BagError) as exc:
+        # Through the node, the node process loads the model: here only its config is needed.
+        model = resolve_model(args.model, prefer_onnx=args.through_node)
+        if args.through_node:
+            config = model_config(model)
+            data, reset_gap_s = config.data, config.tracker.reset_gap_s
+        else:
+            pipeline = Pipeline.from_model(model, backend=args.backend, device=args.device)
+            data, reset_gap_s = pipeline.data, pipeline.tracker_config.reset_gap_s
+        reader = BagReader(args.bag, image_topic=args.image_topic, gt_topic=args.gt_topic, reset_gap_s=reset_gap_s)
+    except (FileNotFoundError, BackendError, CheckpointError, ConfigError, ContractError, BagError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    scorer = PanopticScorer(pipeline.data, vpq=not args.no_vpq, vpq_stride=args.vpq_stride)
+    scorer = PanopticScorer(data, vpq=not args.no_vpq, vpq_stride=args.vpq_stride)
     latencies: list[float] = []
     replay = None
     try:
-        if args.through_node:
-            replay = _through_node(args, reader, pipeline, scorer)
+        if pipeline is None:
+            replay = _through_node(args, reader, model, scorer)
             latencies = [ms / 1e3 for ms in replay.latencies_ms]
         else:
             with tqdm(unit="frame", desc="eval-bag", disable=args.no_progress) as bar:
@@ -105,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
                             "latency_ms_p50": replay.percentile(0.5), "latency_ms_p90": replay.percentile(0.9),
                             "node_diagnostics": replay.node_diagnostics}
         print(describe(replay, scores["replay"]["mode"]))
-    else:
+    elif pipeline is not None:
         scores["pipeline_ms_p50"] = p50
         print(f"{scorer.frames} frames in {len(report.sequences)} sequence(s), pipeline p50 {p50:.1f} ms, "
               f"backend {pipeline.backend.describe()}")
@@ -132,23 +140,18 @@ def _check_gt(frame: BagFrame, reader: BagReader, bag: Path) -> bool:
     return False
 
 
-def _through_node(args: argparse.Namespace, reader: BagReader, pipeline: Pipeline,
+def _through_node(args: argparse.Namespace, reader: BagReader, model: Path,
                   scorer: PanopticScorer) -> ReplayReport:
-    from vknet_model.bundled import resolve_model
     from vknet_ros.dds_env import apply_loopback_environment
-    from vknet_ros.replay import replay_through_node, void_prediction
+    from vknet_ros.replay import replay_through_node
 
     env = apply_loopback_environment()
     print(f"replaying {args.bag} through the node (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, loopback only)")
-    data = pipeline.data
 
     def on_answer(frame: BagFrame, panoptic: np.ndarray | None) -> None:
-        if _check_gt(frame, reader, args.bag):
-            assert frame.panoptic is not None
-            prediction = panoptic if panoptic is not None else void_prediction(
-                frame.panoptic, data.void_id, data.label_divisor)
-            scorer.add(frame.sequence, frame.panoptic, prediction)
+        if _check_gt(frame, reader, args.bag) and frame.panoptic is not None:
+            scorer.add_answer(frame.sequence, frame.panoptic, panoptic)
 
-    return replay_through_node(reader, model=resolve_model(args.model, prefer_onnx=True), backend=args.backend,
-                               device=args.device, rate_hz=args.rate or None, work_dir=args.work_dir,
-                               on_answer=on_answer, progress=not args.no_progress)
+    return replay_through_node(reader, model=model, backend=args.backend, device=args.device,
+                               rate_hz=args.rate or None, work_dir=args.work_dir, on_answer=on_answer,
+                               progress=not args.no_progress)

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from training.datasets import VideoSequence, read_rgb
+from training.scoring import PanopticScorer
 from vknet_model.config import DataConfig
-from vknet_model.metrics.stq import STQuality
 from vknet_model.pipeline import Pipeline
 
 _LOG = logging.getLogger(__name__)
@@ -28,12 +28,12 @@ def evaluate_stq(pipeline: Pipeline, sequences: list[VideoSequence], data: DataC
     """STQ, AQ and SQ of ``pipeline`` on ``sequences`` (KITTI-STEP rules: crowd, void, divisor)."""
     from tqdm import tqdm
 
-    metric = STQuality(data.num_classes, data.thing_ids, ignore_label=data.void_id, label_divisor=data.label_divisor)
+    scorer = PanopticScorer(data, vpq=False)
     frames = sum(len(s) for s in sequences)
     with tqdm(total=frames, unit="frame", desc="validate", disable=not progress, leave=False) as bar:
         for sequence in sequences:
             for t, prediction in enumerate(predict_sequence(pipeline, sequence)):
-                metric.update(sequence.labels[t](), prediction, sequence.name)
+                scorer.add(sequence.name, sequence.labels[t](), prediction)
                 bar.update(1)
-    result = metric.result()
-    return {"STQ": float(result["STQ"]), "AQ": float(result["AQ"]), "SQ": float(result["IoU"])}
+    result = scorer.result()
+    return {"STQ": result["STQ"], "AQ": result["AQ"], "SQ": result["SQ"]}

@@ -53,6 +53,13 @@ class PanopticScorer:
             self.vpq.add_frame(gt, pred)
         self.frames += 1
 
+    def add_answer(self, sequence: str, gt: np.ndarray, pred: np.ndarray | None) -> None:
+        """Score a replayed frame; ``None`` (the node dropped it) counts as an empty prediction, void
+        everywhere, which is what a consumer of the live topic had for that frame."""
+        if pred is None:
+            pred = np.full(gt.shape, self.data.void_id * self.data.label_divisor, dtype=np.int32)
+        self.add(sequence, gt, pred)
+
     def result(self) -> dict[str, Any]:
         """``STQ``, ``AQ``, ``SQ``, ``per_sequence``, ``SQ_per_class`` and, with VPQ, ``VPQ`` and ``VPQ_per_k``."""
         if self.frames == 0:

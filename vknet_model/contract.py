@@ -120,6 +120,17 @@ class ModelContract:
         return ModelContract.from_dict(values, source=str(path))
 
 
+def model_config(model_path: str | Path) -> VKNetConfig:
+    """The config a model file was made with, without loading its weights: from ``model.json`` beside an
+    .onnx file, else from the checkpoint's stored config."""
+    model_path = Path(model_path)
+    if model_path.suffix == ".onnx":
+        return ModelContract.load(contract_path_for(model_path)).config
+    from vknet_model.checkpoint import read_checkpoint
+
+    return config_from_dict(read_checkpoint(model_path)["config"], source=f"{model_path}:config")
+
+
 def contract_path_for(model_path: str | Path) -> Path:
     """``model.onnx`` -> ``model.json`` (the contract always sits next to the model)."""
     return Path(model_path).with_suffix(".json")

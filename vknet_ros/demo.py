@@ -110,9 +110,8 @@ def run(args: argparse.Namespace) -> int:
     from training.scoring import PanopticScorer, format_table
     from training.synth import SynthConfig, write_sequences
     from vknet_model.bundled import resolve_model
-    from vknet_model.config import DataConfig
     from vknet_ros.dds_env import apply_loopback_environment
-    from vknet_ros.replay import ReplayError, describe, replay_through_node, void_prediction
+    from vknet_ros.replay import ReplayError, describe, replay_through_node
 
     try:
         model = resolve_model(args.model, prefer_onnx=True)
@@ -121,8 +120,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     env = apply_loopback_environment()
-    data = DataConfig()
-    scorer = PanopticScorer(data)
+    scorer = PanopticScorer()
     source: VideoFrames | BagReader
     if args.video is not None:
         try:
@@ -148,8 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
     def on_answer(frame: BagFrame, panoptic: np.ndarray | None) -> None:
         if frame.panoptic is not None:
-            scorer.add(frame.sequence, frame.panoptic, panoptic if panoptic is not None else void_prediction(
-                frame.panoptic, data.void_id, data.label_divisor))
+            scorer.add_answer(frame.sequence, frame.panoptic, panoptic)
 
     mode = f"{args.rate} Hz" if args.rate else "lockstep"
     try:

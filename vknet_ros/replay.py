@@ -217,11 +217,6 @@ def replay_through_node(reader: FrameSource, *, model: Path, backend: str = "aut
     return report
 
 
-def void_prediction(like: np.ndarray, void_id: int = 255, label_divisor: int = 1000) -> np.ndarray:
-    """What a dropped frame is scored as: no segment anywhere."""
-    return np.full(like.shape, void_id * label_divisor, dtype=np.int32)
-
-
 def describe(report: ReplayReport, mode: str) -> str:
     return (f"replay ({mode}): sent {report.sent}, answered {report.answered}, dropped {report.dropped}; "
             f"latency p50 {report.percentile(0.5):.1f} ms, p90 {report.percentile(0.9):.1f} ms, "
