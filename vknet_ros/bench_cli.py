@@ -48,7 +48,7 @@ def _pipelines(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
     from vknet_model.backends import open_backend
     from vknet_model.backends.torch_backend import TorchBackend
-    from vknet_model.checkpoint import load_checkpoint, save_checkpoint
+    from vknet_model.checkpoint import load_checkpoint
     from vknet_model.config import resolve_config
     from vknet_model.export import export_onnx
     from vknet_model.network import build_frame_net, build_model
@@ -56,24 +56,20 @@ def _pipelines(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
     if args.model is not None:
         cfg, net, _ = load_checkpoint(args.model)
-        checkpoint = args.model
     else:
         cfg = resolve_config(args.config)
         torch.manual_seed(0)
         net = build_model(cfg)
-        checkpoint = workdir / "model.pt"
-        save_checkpoint(checkpoint, net, cfg)
+    frame_net = build_frame_net(cfg, net).eval()
     pipelines = {}
     for name in args.backends:
         if name == "torch":
-            pipelines[name] = Pipeline(TorchBackend.from_checkpoint(checkpoint, args.device))
+            pipelines[name] = Pipeline(TorchBackend(frame_net, cfg, args.device))
         else:
             onnx = workdir / "model.onnx"
             if not onnx.is_file():
                 print(f"exporting {cfg.model.input_height}x{cfg.model.input_width} ONNX for {name} ...", flush=True)
-                frame_net = build_frame_net(cfg)
-                frame_net.net.load_state_dict(net.state_dict())
-                export_onnx(frame_net.eval(), cfg, onnx)
+                export_onnx(frame_net, cfg, onnx)
             pipelines[name] = Pipeline(open_backend(onnx, backend=name, device=args.device))
     return pipelines
 
