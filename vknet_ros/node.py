@@ -17,6 +17,7 @@ Topics (relative, remap them): in ``image`` or ``image/compressed``, ``camera_in
 from __future__ import annotations
 
 import collections
+import dataclasses
 import statistics
 import threading
 import time
@@ -46,7 +47,14 @@ from vknet_ros.conversions import (
 )
 from vknet_ros.messages import class_map_msg, markers_msg, tracks_msg
 from vknet_ros.msg import ClassMap, TrackedObjectArray
-from vknet_ros.node_settings import DYNAMIC, PARAMETERS, NodeSettings, SettingsError, settings_from_values
+from vknet_ros.node_settings import (
+    DYNAMIC,
+    PARAMETERS,
+    NodeSettings,
+    SettingsError,
+    settings_from_values,
+    validate_dynamic,
+)
 from vknet_ros.overlay import draw_overlay
 
 OUTPUT_DEPTH = 5
@@ -82,10 +90,8 @@ def load_pipeline(settings: NodeSettings) -> tuple[Pipeline, str]:
     if model.suffix in (".pt", ".pth") and backend in ("onnxruntime", "tensorrt"):
         raise SettingsError(f"{model} is a checkpoint: backend {backend} needs an exported .onnx "
                             f"(`vknet export --checkpoint {model} --out model.onnx`)")
-    pipeline = Pipeline(_open(model, backend, device, settings.ort_spin_wait), label_divisor=settings.label_divisor,
-                        postprocess=PostprocessConfig(instance_score_thr=settings.instance_score_thr,
-                                                      overlap_thr=settings.overlap_thr, mask_thr=settings.mask_thr))
-    pipeline.set_tracker_config(_tracker_config(pipeline, settings))
+    pipeline = Pipeline(_open(model, backend, device, settings.ort_spin_wait), label_divisor=settings.label_divisor)
+    apply_thresholds(pipeline, settings)
     expected = pipeline.backend.contract.input_size
     if settings.input_size != (0, 0) and tuple(settings.input_size) != tuple(expected):
         raise SettingsError(f"input_size {list(settings.input_size)} differs from the model's {list(expected)}, "
@@ -103,11 +109,13 @@ def _open(model: Path, backend: str, device: str, ort_spin_wait: bool) -> Any:
     return open_backend(model, backend=backend, device=device, ort_spin_wait=ort_spin_wait)
 
 
-def _tracker_config(pipeline: Pipeline, s: NodeSettings) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(pipeline.tracker_config, init_score_thr=s.init_score_thr, obj_score_thr=s.obj_score_thr,
-                               match_score_thr=s.match_score_thr, reset_gap_s=s.reset_gap_s)
+def apply_thresholds(pipeline: Pipeline, s: NodeSettings) -> None:
+    """Put the settings' assembly and tracker thresholds into the pipeline (on load and on `ros2 param set`)."""
+    pipeline.set_postprocess(PostprocessConfig(instance_score_thr=s.instance_score_thr, overlap_thr=s.overlap_thr,
+                                               mask_thr=s.mask_thr))
+    pipeline.set_tracker_config(dataclasses.replace(
+        pipeline.tracker_config, init_score_thr=s.init_score_thr, obj_score_thr=s.obj_score_thr,
+        match_score_thr=s.match_score_thr, reset_gap_s=s.reset_gap_s))
 
 
 class VKNetNode(LifecycleNode):
@@ -257,20 +265,14 @@ class VKNetNode(LifecycleNode):
                                                f"deactivate, cleanup, set it, then configure again")
                 continue
             try:
-                from vknet_ros.node_settings import validate_dynamic
-
                 updates[p.name] = validate_dynamic(p.name, p.value)
             except (SettingsError, TypeError, ValueError) as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
         if updates and self.settings is not None and self.pipeline is not None:
-            import dataclasses
-
             self.settings = dataclasses.replace(self.settings, **updates)
             s = self.settings
             with self._pipeline_lock:
-                self.pipeline.set_postprocess(PostprocessConfig(instance_score_thr=s.instance_score_thr,
-                                                                overlap_thr=s.overlap_thr, mask_thr=s.mask_thr))
-                self.pipeline.set_tracker_config(_tracker_config(self.pipeline, s))
+                apply_thresholds(self.pipeline, s)
             self.get_logger().info(f"thresholds updated: {updates}")
         return SetParametersResult(successful=True)
 
