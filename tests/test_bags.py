@@ -247,3 +247,9 @@ def test_eval_bag_without_ground_truth_says_so(step_root: Path, checkpoint: Path
     assert main(["bag", "--from-kitti-step", str(step_root), "--out", str(bag), "--no-gt", "--no-progress"]) == 0
     assert main(["eval-bag", "--bag", str(bag), "--model", str(checkpoint), "--no-progress"]) == 2
     assert "no ground-truth topic" in capsys.readouterr().err
+
+
+def test_an_unwritable_destination_is_a_bag_error(step_root: Path, tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(BagError, match="cannot write"):
+        write_bag(tmp_path / "a_file" / "bag", kitti_step_sources(step_root, "val"), progress=False)

@@ -180,11 +180,8 @@ def _camera_info(store: Typestore, camera: Camera, header: Any) -> Any:
 def write_bag(out: str | Path, sources: Sequence[SequenceSource], *, storage: str = "mcap", encoding: str = "rgb8",
               progress: bool = True) -> BagWriteReport:
     """Write ``sources`` into a new rosbag2 folder ``out`` (version 8); return what was written."""
-    import cv2
-    from rosbags.rosbag2 import Writer, WriterError
+    from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
     from tqdm import tqdm
-
-    from training.datasets import DatasetError
 
     out = Path(out)
     if storage not in ("mcap", "sqlite3"):
@@ -195,69 +192,69 @@ def write_bag(out: str | Path, sources: Sequence[SequenceSource], *, storage: st
         raise BagError(f"{out} already exists: rosbag2 writes a new folder, choose another --out or remove it")
     if not sources:
         raise BagError("nothing to write: no sequences")
-    from rosbags.rosbag2 import StoragePlugin
-
     store = _typestore()
-    image_cls, header_cls = store.types["sensor_msgs/msg/Image"], store.types["std_msgs/msg/Header"]
-    time_cls = store.types["builtin_interfaces/msg/Time"]
     report = BagWriteReport(out)
     start = time.perf_counter()
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     total = sum(len(s.images) for s in sources)
     writer = Writer(out, version=8, storage_plugin=plugin)
+    writer.set_custom_data(SEQUENCES_KEY, ",".join(s.name for s in sources))
     try:
-        writer.set_custom_data(SEQUENCES_KEY, ",".join(s.name for s in sources))
-        writer.open()
-        image_conn = writer.add_connection(IMAGE_TOPIC, "sensor_msgs/msg/Image", typestore=store)
-        info_conn = writer.add_connection(CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", typestore=store)
-        gt_conn = None
-        if any(s.labels is not None for s in sources):
-            gt_conn = writer.add_connection(GT_TOPIC, "sensor_msgs/msg/Image", typestore=store)
-        with tqdm(total=total, unit="frame", desc=f"bag {out.name}", disable=not progress) as bar:
+        # The context manager writes metadata.yaml on success and aborts the storage on any error.
+        with writer, tqdm(total=total, unit="frame", desc=f"bag {out.name}", disable=not progress) as bar:
+            topics = {IMAGE_TOPIC: "sensor_msgs/msg/Image", CAMERA_INFO_TOPIC: "sensor_msgs/msg/CameraInfo"}
+            if any(s.labels is not None for s in sources):
+                topics[GT_TOPIC] = "sensor_msgs/msg/Image"
+            conns = {topic: writer.add_connection(topic, msgtype, typestore=store) for topic, msgtype in topics.items()}
             for source in sources:
                 if len(source.stamps_ns) != len(source.images):
                     raise BagError(f"sequence {source.name}: {len(source.images)} images, "
                                    f"{len(source.stamps_ns)} stamps")
-                for i, (path, stamp) in enumerate(zip(source.images, source.stamps_ns, strict=True)):
-                    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                    if bgr is None:
-                        raise BagError(f"cannot read image {path} (missing, truncated or not an image)")
-                    pixels = bgr if encoding == "bgr8" else bgr[:, :, ::-1]
-                    header = header_cls(stamp=time_cls(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id=FRAME_ID)
-                    height, width = pixels.shape[:2]
-                    msg = image_cls(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
-                                step=width * 3, data=np.ascontiguousarray(pixels).reshape(-1))
-                    writer.write(image_conn, stamp, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
-                    report.messages += 1
-                    if source.camera is not None:
-                        info = _camera_info(store, source.camera, header)
-                        writer.write(info_conn, stamp, store.serialize_cdr(info, "sensor_msgs/msg/CameraInfo"))
-                        report.messages += 1
-                    if gt_conn is not None and source.labels is not None:
-                        try:
-                            panoptic = source.labels[i]()
-                        except DatasetError as exc:
-                            raise BagError(str(exc)) from exc
-                        if panoptic.shape != (height, width):
-                            raise BagError(f"label of {path} is {panoptic.shape}, image is {(height, width)}")
-                        gt = image_cls(header=header, height=height, width=width, encoding="32SC1", is_bigendian=0,
-                                   step=width * 4,
-                                   data=np.ascontiguousarray(panoptic, dtype="<i4").view(np.uint8).reshape(-1))
-                        writer.write(gt_conn, stamp, store.serialize_cdr(gt, "sensor_msgs/msg/Image"))
+                for i, stamp in enumerate(source.stamps_ns):
+                    for topic, msg in _frame_messages(store, source, i, encoding).items():
+                        writer.write(conns[topic], stamp, store.serialize_cdr(msg, topics[topic]))
                         report.messages += 1
                     report.frames += 1
                     bar.update(1)
                 report.sequences += 1
-        writer.close()
     except (OSError, WriterError) as exc:
-        writer.close()
         raise BagError(f"cannot write {out}: {exc}") from exc
-    except BaseException:
-        writer.close()
-        raise
     report.bytes = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _frame_messages(store: Typestore, source: SequenceSource, i: int, encoding: str) -> dict[str, Any]:
+    """Topic -> message of frame ``i`` of ``source``: the image, its camera_info and its ground truth (the
+    last two when the source has them), all with one header."""
+    import cv2
+
+    from training.datasets import DatasetError
+
+    path, stamp = source.images[i], source.stamps_ns[i]
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise BagError(f"cannot read image {path} (missing, truncated or not an image)")
+    pixels = bgr if encoding == "bgr8" else bgr[:, :, ::-1]
+    image_cls = store.types["sensor_msgs/msg/Image"]
+    header = store.types["std_msgs/msg/Header"](
+        stamp=store.types["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id=FRAME_ID)
+    height, width = pixels.shape[:2]
+    messages = {IMAGE_TOPIC: image_cls(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
+                                       step=width * 3, data=np.ascontiguousarray(pixels).reshape(-1))}
+    if source.camera is not None:
+        messages[CAMERA_INFO_TOPIC] = _camera_info(store, source.camera, header)
+    if source.labels is not None:
+        try:
+            panoptic = source.labels[i]()
+        except DatasetError as exc:
+            raise BagError(str(exc)) from exc
+        if panoptic.shape != (height, width):
+            raise BagError(f"label of {path} is {panoptic.shape}, image is {(height, width)}")
+        messages[GT_TOPIC] = image_cls(header=header, height=height, width=width, encoding="32SC1", is_bigendian=0,
+                                       step=width * 4,
+                                       data=np.ascontiguousarray(panoptic, dtype="<i4").view(np.uint8).reshape(-1))
+    return messages
 
 
 def _bag_paths(path: Path) -> Path:
