@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from vknet_ros.replay import ReplayReport
 
 
+from vknet_model.percentile import percentile
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bag", type=Path, required=True, help="rosbag2 folder (mcap/sqlite3) or ROS 1 .bag")
     parser.add_argument("--model", type=Path, help="checkpoint (.pt) or exported .onnx (default: the bundled model)")
@@ -102,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
     scores["bag"] = {"path": str(args.bag), "image_topic": report.image_topic, "gt_topic": report.gt_topic,
                      "frames": report.frames, "frames_without_gt": report.frames_without_gt,
                      "undecodable": report.undecodable, "damage": report.damage}
-    ms = sorted(1000 * t for t in latencies)
-    p50 = ms[len(ms) // 2] if ms else float("nan")
+    p50 = percentile((1000 * t for t in latencies), 0.5)
     print(format_table(scores))
     if replay is not None:
         from vknet_ros.replay import describe

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vknet_model.percentile import percentile
+
 STAGES = ("preprocess", "network", "tracker", "postprocess", "messages")
 
 
@@ -75,8 +77,7 @@ def _pipelines(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def _stats(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {"p50": statistics.median(ordered), "p90": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]}
+    return {"p50": statistics.median(values), "p90": percentile(values, 0.9)}
 
 
 def run(args: argparse.Namespace) -> int:

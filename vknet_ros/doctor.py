@@ -18,6 +18,8 @@ import os
 import platform
 import statistics
 
+from vknet_model.percentile import percentile
+
 # (import name, distribution name for the version, needed for what)
 _COMPONENTS: tuple[tuple[str, str, str], ...] = (
     ("numpy", "numpy", "everything"),
@@ -130,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         print("FAILED: no image came back")
         return 1
     rtt.sort()
-    p90 = rtt[min(len(rtt) - 1, int(0.9 * len(rtt)))]
+    p90 = percentile(rtt, 0.9)
     print(f"  returned {received}/{args.frames}, round trip p50 {statistics.median(rtt):.2f} ms, "
           f"p90 {p90:.2f} ms, max {rtt[-1]:.2f} ms")
     if received < args.frames:

@@ -37,6 +37,7 @@ from std_msgs.msg import Float32, Header
 from visualization_msgs.msg import MarkerArray
 
 from vknet_model.config import PostprocessConfig
+from vknet_model.percentile import percentile
 from vknet_model.pipeline import FrameResult, Pipeline
 from vknet_ros.conversions import (
     ImageConversionError,
@@ -356,17 +357,15 @@ class VKNetNode(LifecycleNode):
         c = self.counters
         times = list(self._done_times)
         rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
-        lat = sorted(self._processing_ms)
-
-        def pct(q: float) -> float:
-            return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0.0
-
         level = DiagnosticStatus.OK
         message = "running"
         if c["errors"] or c["bad_input"]:
             level, message = DiagnosticStatus.WARN, f"{c['bad_input']} bad inputs, {c['errors']} errors"
-        values = {"backend": self._backend_line, "rate_hz": f"{rate:.2f}", "processing_ms_p50": f"{pct(0.5):.1f}",
-                  "processing_ms_p90": f"{pct(0.9):.1f}", "received": c["received"], "processed": c["processed"],
+        processing = list(self._processing_ms)
+        values = {"backend": self._backend_line, "rate_hz": f"{rate:.2f}",
+                  "processing_ms_p50": f"{percentile(processing, 0.5, 0.0):.1f}",
+                  "processing_ms_p90": f"{percentile(processing, 0.9, 0.0):.1f}",
+                  "received": c["received"], "processed": c["processed"],
                   "dropped": c["dropped"], "bad_input": c["bad_input"], "errors": c["errors"], "resets": c["resets"]}
         for stage, series in self._stage_ms.items():
             values[f"{stage}_ms_p50"] = f"{statistics.median(series):.1f}" if series else "n/a"

@@ -32,6 +32,7 @@ from typing import Protocol
 import numpy as np
 
 from training.bags import BagFrame
+from vknet_model.percentile import percentile
 
 _LOG = logging.getLogger(__name__)
 READY_TIMEOUT_S = 120.0
@@ -57,10 +58,7 @@ class ReplayReport:
     node_diagnostics: dict[str, str] = field(default_factory=dict)
 
     def percentile(self, q: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        values = sorted(self.latencies_ms)
-        return values[min(len(values) - 1, int(q * len(values)))]
+        return percentile(self.latencies_ms, q)
 
 
 def _start_node(params: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
