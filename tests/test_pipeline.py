@@ -11,7 +11,8 @@ from vknet_model.backends.onnxruntime_backend import OnnxRuntimeBackend
 from vknet_model.backends.torch_backend import TorchBackend
 from vknet_model.bundled import BUNDLED_MODEL, BUNDLED_ONNX
 from vknet_model.config import PostprocessConfig
-from vknet_model.pipeline import InstancePool, Pipeline, PipelineError
+from vknet_model.pipeline import InstancePool, Pipeline, PipelineError, _Geometry
+from vknet_model.preprocess import Letterbox
 
 # The bundled (trained) model on a synthetic street sequence it never saw: real cars and people to track.
 STREET = render_sequence(0, 2001, SynthConfig(frames=5))[0]
@@ -48,6 +49,24 @@ def test_outputs_are_at_input_resolution_and_consistent(torch_pipeline: Pipeline
         assert x1 <= pixels[:, 1].min() + 1 and pixels[:, 1].max() <= x2 + 1
     instances = [o.instance for o in result.objects]
     assert len(set(instances)) == len(instances)
+
+
+@pytest.mark.parametrize("source", [(375, 1242), (97, 203), (480, 640), (1, 1), (2000, 50)])
+def test_upsampling_is_the_nearest_cell_of_every_pixel(source: tuple[int, int]) -> None:
+    geometry = _Geometry(Letterbox.fit(source, (192, 640)))
+    cells = np.random.default_rng(0).integers(0, 19_000, (48, 160)).astype(np.int32)
+    expected = cells[geometry.rows[:, None], geometry.cols[None, :]]
+    assert np.array_equal(geometry.upsample(cells), expected) and expected.shape == source
+
+
+def test_warm_up_leaves_the_video_state_alone(torch_pipeline: Pipeline) -> None:
+    fresh = Pipeline(TorchBackend.from_checkpoint(BUNDLED_MODEL))
+    assert torch_pipeline.warm_up(runs=2) > 0
+    for t in range(3):
+        a = torch_pipeline.step(street(t), stamp=0.1 * t, frame_id="cam")
+        b = fresh.step(street(t), stamp=0.1 * t, frame_id="cam")
+        assert a.reset_reason == b.reset_reason and np.array_equal(a.panoptic, b.panoptic)
+        assert [o.track_id for o in a.objects] == [o.track_id for o in b.objects]
 
 
 def test_tracks_persist_and_resets_follow_the_rules(torch_pipeline: Pipeline) -> None:

@@ -59,6 +59,8 @@ from vknet_ros.node_settings import (
 from vknet_ros.overlay import draw_overlay
 
 OUTPUT_DEPTH = 5
+WARM_UP_RUNS = 3  # blank forwards on configure, so the first camera frames do not pay for session start-up
+PIPELINE_STAGES = ("preprocess", "network", "tracker", "postprocess")  # the Pipeline's own timings, in order
 
 
 def input_qos(settings: NodeSettings) -> QoSProfile:
@@ -146,7 +148,7 @@ class VKNetNode(LifecycleNode):
         self._processing_ms: collections.deque[float] = collections.deque(maxlen=200)
         # Per-stage times of the worker, reported in /diagnostics so overhead around the network is visible.
         self._stage_ms: dict[str, collections.deque[float]] = {
-            s: collections.deque(maxlen=200) for s in ("decode", "network", "pipeline", "publish")}
+            s: collections.deque(maxlen=200) for s in ("decode", "pipeline", *PIPELINE_STAGES, "publish")}
         self._done_times: collections.deque[float] = collections.deque(maxlen=50)
         self._backend_line = ""
         if self.get_parameter("autostart").value and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
@@ -163,7 +165,8 @@ class VKNetNode(LifecycleNode):
             log.error(f"configure failed: {exc}")
             self.pipeline = None
             return TransitionCallbackReturn.FAILURE
-        log.info(f"loaded {self._backend_line} in {time.perf_counter() - start:.1f} s")
+        log.info(f"loaded {self._backend_line} in {time.perf_counter() - start:.1f} s; warmed up with "
+                 f"{WARM_UP_RUNS} forwards in {self.pipeline.warm_up(WARM_UP_RUNS):.0f} ms")
         reliable = QoSProfile(depth=OUTPUT_DEPTH)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         s = self.settings
@@ -319,7 +322,8 @@ class VKNetNode(LifecycleNode):
         done = time.perf_counter()
         for stage, ms in (("decode", decoded - start), ("pipeline", stepped - decoded), ("publish", done - stepped)):
             self._stage_ms[stage].append(1e3 * ms)
-        self._stage_ms["network"].append(result.timings_ms["network"])
+        for stage in PIPELINE_STAGES:
+            self._stage_ms[stage].append(result.timings_ms[stage])
         self.counters["processed"] += 1
         self._processing_ms.append(1e3 * (done - start))
         self._done_times.append(done)

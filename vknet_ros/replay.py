@@ -115,7 +115,7 @@ def replay_through_node(reader: FrameSource, *, model: Path, backend: str = "aut
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / "node.log"
     params = {"model": str(model), "backend": backend, "device": device, "input_qos": "reliable",
-              "input_depth": "10", "panoptic_encoding": "32SC1", "publish_semantic": "false",
+              "input_depth": "10", "publish_semantic": "false",
               "publish_markers": "false", "publish_overlay": "true" if on_overlay else "false"}
     proc = _start_node(params, log_path)
     context = rclpy.Context()
