@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from tests.conftest import moving_square_frame
 from vknet_ros.conversions import image_msg_to_labels, rgb_to_image_msg
 from vknet_ros.msg import TrackedObjectArray
 from vknet_ros.node import VKNetNode
+from vknet_ros.spinner import BackgroundSpinner
 
 HEIGHT, WIDTH = 120, 400
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -72,8 +72,7 @@ class Harness:
         self.executor = MultiThreadedExecutor(num_threads=3)
         self.executor.add_node(self.node)
         self.executor.add_node(self.client)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.spinner = BackgroundSpinner(self.executor)
 
     def connected(self, pub: Any = None) -> bool:
         pub = pub or self.image_pub
@@ -81,7 +80,7 @@ class Harness:
                         self.client.count_publishers("panoptic") > 0, 10.0)
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2.0)
+        assert self.spinner.stop(), "the executor thread did not stop"
         self.node.trigger_shutdown()
         self.node.destroy_node()
         self.client.destroy_node()

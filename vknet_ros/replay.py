@@ -21,7 +21,6 @@ import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ import numpy as np
 
 from training.bags import BagFrame
 from vknet_model.percentile import percentile
+from vknet_ros.spinner import BackgroundSpinner
 
 _LOG = logging.getLogger(__name__)
 READY_TIMEOUT_S = 120.0
@@ -141,8 +141,7 @@ def replay_through_node(reader: FrameSource, *, model: Path, backend: str = "aut
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, reliable)
     if on_overlay is not None:
         node.create_subscription(Image, "overlay", lambda m: on_overlay(image_msg_to_rgb(m)), reliable)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = BackgroundSpinner(executor, name="vknet_replay_spinner")
     pending: deque[tuple[BagFrame, float]] = deque()
 
     def settle(block_until: int | None, timeout: float) -> None:
@@ -208,10 +207,13 @@ def replay_through_node(reader: FrameSource, *, model: Path, backend: str = "aut
         report.wall_s = time.perf_counter() - start
         time.sleep(1.1)  # one more diagnostics period, for the node's own counters
     finally:
-        executor.shutdown(timeout_sec=2.0)
+        # The player's thread is joined before anything it spins is destroyed; the node is stopped while
+        # this side's DDS participant is still up, so it leaves the graph cleanly.
+        if not spinner.stop():
+            _LOG.warning("the replay's executor thread did not stop within 5 s")
+        _stop_node(proc)
         node.destroy_node()
         rclpy.shutdown(context=context)
-        _stop_node(proc)
     return report
 
 

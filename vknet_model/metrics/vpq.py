@@ -29,8 +29,9 @@ frame's segment info per window): equal to 1e-14 on randomised sequences with cr
 switches. Segment areas are counted from the maps. An earlier revision of that file (@2696f30) merged GT
 areas by ``+=`` on the shared per-frame dicts, so from 3-frame windows on a GT segment absent from a
 window's first frame kept an inflated area in the next window; that aliasing is not reproduced. A set with
-no class to average over gives 0.0 where VPSNet raises ZeroDivisionError. Crowd is derived from the label encoding, not from a JSON flag; stuff
-segments with a non-zero instance are separate segments (encode stuff with instance 0).
+no class to average over gives 0.0 where VPSNet raises ZeroDivisionError. Crowd is derived from the label
+encoding, not from a JSON flag; stuff segments with a non-zero instance are separate segments (encode stuff
+with instance 0).
 """
 
 from __future__ import annotations
