@@ -181,6 +181,10 @@ def replay_through_node(reader: FrameSource, *, model: Path, backend: str = "aut
         start = time.perf_counter()
         with tqdm(unit="frame", desc="replay", disable=not progress) as bar:
             for k, frame in enumerate(reader.frames()):
+                if k == 0:
+                    # The clock starts with the first decoded frame: opening the bag must not make the first
+                    # frames late and then sent back to back (the node would rightly drop one of them).
+                    start = time.perf_counter()
                 if rate_hz is not None:
                     delay = start + k / rate_hz - time.perf_counter()
                     if delay > 0:
