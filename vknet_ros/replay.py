@@ -32,6 +32,7 @@ import numpy as np
 
 from training.bags import BagFrame
 from vknet_model.percentile import percentile
+from vknet_ros.child_process import popen_tied_to_parent
 from vknet_ros.spinner import BackgroundSpinner
 
 _LOG = logging.getLogger(__name__)
@@ -67,8 +68,8 @@ def _start_node(params: dict[str, str], log_path: Path) -> subprocess.Popen[byte
         cmd += ["-p", f"{name}:={value}"]
     log = log_path.open("wb")
     _LOG.info("starting the node: %s", " ".join(cmd))
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
-                            start_new_session=True)
+    return popen_tied_to_parent(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+                                start_new_session=True)
 
 
 def _stop_node(proc: subprocess.Popen[bytes]) -> None:
