@@ -2,8 +2,10 @@
 
 Each frame's kept thing segments are matched to a memory of live tracks and of last frame's unmatched
 detections ("backdrops") by the bi-softmax of embedding dot products, greedily in score order, as in
-Video K-Net / QDTrack. The tracker is plain Python around a few small tensor ops: the similarity math runs
-on the detections' device, the greedy loop on one CPU copy of the (tiny) similarity matrix.
+Video K-Net / QDTrack. The detections come in as tensors on any device; the tracker copies them to the host
+once (M x D floats, a few KB) and does all of its work there with numpy. A frame holds tens of detections:
+as ~130 tiny torch ops the association cost 0.6-2 ms of pure per-op overhead on CPU (and would be as many
+kernel launches on a GPU), as numpy it is a fraction of that.
 
 Unlike the upstream code, every result is written back through an explicit permutation to the *input*
 order of the detections, so filtering (sorting, duplicate removal) can never shift ids onto the wrong
@@ -57,91 +59,93 @@ class TrackedFrame:
     is_new: torch.Tensor
 
 
-def _empty_ids() -> torch.Tensor:
-    return torch.empty(0, dtype=torch.int64)
+def _empty_ids() -> np.ndarray:
+    return np.empty(0, dtype=np.int64)
 
 
-def _empty_embeddings() -> torch.Tensor:
-    return torch.empty(0, 0, dtype=torch.float32)
+def _empty_rows() -> np.ndarray:
+    return np.empty((0, 0), dtype=np.float32)
 
 
-def _empty_boxes() -> torch.Tensor:
-    return torch.empty(0, 4, dtype=torch.float32)
+def _empty_boxes() -> np.ndarray:
+    return np.empty((0, 4), dtype=np.float32)
 
 
 @dataclass
 class TrackerState:
-    """Everything the tracker remembers between frames.
+    """Everything the tracker remembers between frames (host numpy arrays).
 
-    Row ``k`` of every ``track_*`` tensor describes the same track. Embeddings, labels and boxes live on the
-    device of the last update (they enter the similarity math); ids and frame stamps stay on the CPU because
-    only the greedy loop and the bookkeeping read them.
+    Row ``k`` of every ``track_*`` array describes the same track.
 
     Attributes:
         frame: index of the last processed frame since the last reset (-1: none yet).
         next_id: next fresh track id; survives ``reset`` so ids are never reused by one ``Tracker``.
-        track_ids: int64 [T] (CPU) track ids.
+        track_ids: int64 [T] track ids.
         track_embeddings: float32 [T, D] momentum-averaged embeddings ([0, 0] while empty).
         track_labels: int64 [T] class of the last matched detection.
         track_boxes: float32 [T, 4] box of the last matched detection (kept for diagnostics).
-        track_created: int64 [T] (CPU) frame the track was created on.
-        track_last_seen: int64 [T] (CPU) last frame the track was matched on.
+        track_created: int64 [T] frame the track was created on.
+        track_last_seen: int64 [T] last frame the track was matched on.
         backdrop_embeddings: float32 [B, D] embeddings of recent unmatched detections ([0, 0] while empty).
         backdrop_labels: int64 [B] their classes.
-        backdrop_frames: int64 [B] (CPU) frame each backdrop was stored on.
+        backdrop_frames: int64 [B] frame each backdrop was stored on.
     """
 
     frame: int = -1
     next_id: int = 0
-    track_ids: torch.Tensor = field(default_factory=_empty_ids)
-    track_embeddings: torch.Tensor = field(default_factory=_empty_embeddings)
-    track_labels: torch.Tensor = field(default_factory=_empty_ids)
-    track_boxes: torch.Tensor = field(default_factory=_empty_boxes)
-    track_created: torch.Tensor = field(default_factory=_empty_ids)
-    track_last_seen: torch.Tensor = field(default_factory=_empty_ids)
-    backdrop_embeddings: torch.Tensor = field(default_factory=_empty_embeddings)
-    backdrop_labels: torch.Tensor = field(default_factory=_empty_ids)
-    backdrop_frames: torch.Tensor = field(default_factory=_empty_ids)
+    track_ids: np.ndarray = field(default_factory=_empty_ids)
+    track_embeddings: np.ndarray = field(default_factory=_empty_rows)
+    track_labels: np.ndarray = field(default_factory=_empty_ids)
+    track_boxes: np.ndarray = field(default_factory=_empty_boxes)
+    track_created: np.ndarray = field(default_factory=_empty_ids)
+    track_last_seen: np.ndarray = field(default_factory=_empty_ids)
+    backdrop_embeddings: np.ndarray = field(default_factory=_empty_rows)
+    backdrop_labels: np.ndarray = field(default_factory=_empty_ids)
+    backdrop_frames: np.ndarray = field(default_factory=_empty_ids)
 
     @property
     def embed_dim(self) -> int | None:
         """Embedding width of the memory, ``None`` while it holds nothing (any width is then accepted)."""
-        if self.track_ids.numel():
+        if self.track_ids.size:
             return int(self.track_embeddings.shape[1])
-        if self.backdrop_frames.numel():
+        if self.backdrop_frames.size:
             return int(self.backdrop_embeddings.shape[1])
         return None
 
-    def to(self, device: torch.device) -> None:
-        """Move the device-side memory to ``device`` (a no-op when it is already there)."""
-        self.track_embeddings = self.track_embeddings.to(device)
-        self.track_labels = self.track_labels.to(device)
-        self.track_boxes = self.track_boxes.to(device)
-        self.backdrop_embeddings = self.backdrop_embeddings.to(device)
-        self.backdrop_labels = self.backdrop_labels.to(device)
 
-
-def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """Pairwise IoU of float [N, 4] and [K, 4] x1, y1, x2, y2 boxes -> float [N, K] (0 for empty unions)."""
-    area1 = (boxes1[:, 2] - boxes1[:, 0]).clamp(min=0) * (boxes1[:, 3] - boxes1[:, 1]).clamp(min=0)
-    area2 = (boxes2[:, 2] - boxes2[:, 0]).clamp(min=0) * (boxes2[:, 3] - boxes2[:, 1]).clamp(min=0)
-    top_left = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    bottom_right = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    wh = (bottom_right - top_left).clamp(min=0)
+def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of float [N, 4] and [K, 4] x1, y1, x2, y2 boxes -> [N, K] in their dtype (0 for empty unions)."""
+    area1 = np.clip(boxes1[:, 2] - boxes1[:, 0], 0, None) * np.clip(boxes1[:, 3] - boxes1[:, 1], 0, None)
+    area2 = np.clip(boxes2[:, 2] - boxes2[:, 0], 0, None) * np.clip(boxes2[:, 3] - boxes2[:, 1], 0, None)
+    top_left = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
+    bottom_right = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    wh = np.clip(bottom_right - top_left, 0, None)
     inter = wh[..., 0] * wh[..., 1]
     union = area1[:, None] + area2[None, :] - inter
-    return inter / union.clamp(min=torch.finfo(union.dtype).eps)
+    return inter / np.maximum(union, np.finfo(union.dtype).eps)
 
 
-def _append(memory: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+def _append(memory: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Concatenate [N, D] rows onto [K, D] memory; either may be an empty placeholder of the wrong width."""
     if rows.shape[0] == 0:
         return memory
-    return rows if memory.shape[0] == 0 else torch.cat((memory, rows))
+    return rows if memory.shape[0] == 0 else np.concatenate((memory, rows))
 
 
-def _validate(detections: Detections, embed_dim: int | None) -> None:
-    """Raise ValueError for inconsistent shapes, dtypes or devices, non-finite values or scores outside [0, 1].
+@dataclass(frozen=True)
+class _HostDetections:
+    """One host copy of a frame's detections: embeddings float32 [M, D], labels int64 [M], scores [M] (in the
+    input's float dtype, so thresholds compare in it), boxes float32 [M, 4]."""
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
+
+
+def _to_host(detections: Detections, embed_dim: int | None) -> _HostDetections:
+    """Check and copy the detections to the host; raise ValueError for inconsistent shapes, dtypes or devices,
+    non-finite values or scores outside [0, 1].
 
     Checked before any state changes, so a rejected frame leaves the tracker exactly as it was.
     """
@@ -160,38 +164,42 @@ def _validate(detections: Detections, embed_dim: int | None) -> None:
         raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
     if len({emb.device, labels.device, scores.device, boxes.device}) != 1:
         raise ValueError("Detections tensors must share one device")
-    if m == 0:
-        return
-    if embed_dim is not None and emb.shape[1] != embed_dim:
+    if m and embed_dim is not None and emb.shape[1] != embed_dim:
         raise ValueError(f"embedding width {emb.shape[1]} differs from the tracker memory's {embed_dim}")
-    # One host sync for all checks; the specific message is only worked out on failure.
-    ok = (torch.isfinite(emb).all() & torch.isfinite(scores).all() & torch.isfinite(boxes).all()
-          & (scores >= 0).all() & (scores <= 1).all())
-    if bool(ok):
-        return
-    for name, tensor in (("embeddings", emb), ("scores", scores), ("boxes", boxes)):
-        if not bool(torch.isfinite(tensor).all()):
+    host = _HostDetections(embeddings=emb.detach().float().cpu().numpy(),
+                           labels=labels.detach().cpu().numpy().astype(np.int64, copy=False),
+                           scores=scores.detach().cpu().numpy(), boxes=boxes.detach().float().cpu().numpy())
+    for name, array in (("embeddings", host.embeddings), ("scores", host.scores), ("boxes", host.boxes)):
+        if not np.isfinite(array).all():
             raise ValueError(f"Detections {name} contain NaN or inf")
-    raise ValueError(f"Detections scores must lie in [0, 1], got min {float(scores.min())}, max {float(scores.max())}")
+    if m and not ((host.scores >= 0).all() and (host.scores <= 1).all()):
+        raise ValueError(f"Detections scores must lie in [0, 1], got min {float(host.scores.min())}, "
+                         f"max {float(host.scores.max())}")
+    return host
 
 
-def _duplicates(scores: torch.Tensor, boxes: torch.Tensor, cfg: TrackerConfig) -> torch.Tensor:
+def _duplicates(scores: np.ndarray, boxes: np.ndarray, cfg: TrackerConfig) -> np.ndarray:
     """Mark detections overlapping any higher-scoring one.
 
     Args:
-        scores: float [M] sorted descending.
-        boxes: float [M, 4] in the same order.
+        scores: [M] sorted descending.
+        boxes: float32 [M, 4] in the same order.
 
     Returns:
         bool [M], True for duplicates. As upstream, a detection is compared with *every* higher-scoring one,
         duplicates included, which makes the rule a single masked comparison instead of a sequential NMS.
         Low-score detections (< obj_score_thr) use the stricter backdrop IoU threshold.
     """
-    m = scores.shape[0]
     ious = box_iou(boxes, boxes)
-    thr = torch.where(scores < cfg.obj_score_thr, cfg.nms_backdrop_iou_thr, cfg.nms_class_iou_thr)
-    higher = torch.ones(m, m, dtype=torch.bool, device=scores.device).tril(diagonal=-1)  # [i, j]: j < i
-    return ((ious > thr.to(ious.dtype)[:, None]) & higher).any(dim=1)
+    # Thresholds in the IoUs' precision, so 0.3 means the same as on the tensor side.
+    thr = np.where(scores < cfg.obj_score_thr, cfg.nms_backdrop_iou_thr, cfg.nms_class_iou_thr).astype(ious.dtype)
+    higher = np.tri(scores.shape[0], k=-1, dtype=bool)  # [i, j]: j < i
+    return ((ious > thr[:, None]) & higher).any(axis=1)
+
+
+def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
 
 
 def _greedy_match(sim: np.ndarray, memory_ids: np.ndarray, can_take: np.ndarray,
@@ -239,7 +247,7 @@ class Tracker:
     @property
     def num_tracks(self) -> int:
         """Live tracks in memory."""
-        return int(self._state.track_ids.numel())
+        return int(self._state.track_ids.size)
 
     def reset(self) -> None:
         """Forget tracks, backdrops and the frame counter; keep the id counter so ids are never reused."""
@@ -258,42 +266,33 @@ class Tracker:
             ValueError: inconsistent shapes or non-finite values (the state is then left unchanged).
         """
         st, cfg = self._state, self.cfg
-        _validate(detections, st.embed_dim)
-        device = detections.scores.device
+        det = _to_host(detections, st.embed_dim)
         st.frame += 1
         frame = st.frame
-        st.to(device)
-        m = detections.scores.shape[0]
+        m = det.scores.shape[0]
 
-        # 1. Score order, duplicate removal and score thresholds (on device), then one small CPU copy. The
-        # thresholds are compared in the scores' own dtype so 0.3 means the same on every path.
-        order = torch.sort(detections.scores, descending=True, stable=True).indices  # [M] sorted -> input index
-        scores = detections.scores[order]
-        dup = _duplicates(scores, detections.boxes[order].float(), cfg)
-        packed = torch.stack((order, dup.long(), (scores > cfg.obj_score_thr).long(),
-                              (scores > cfg.init_score_thr).long())).cpu()     # [4, M] int64
-        order_cpu = packed[0]
-        valid_cpu = torch.nonzero(packed[1] == 0).flatten()      # [V] positions in sorted order
-        can_take = packed[2, valid_cpu].bool().numpy()           # [V] score > obj_score_thr
-        can_start = packed[3, valid_cpu].bool().numpy()          # [V] score > init_score_thr
-        src = order_cpu[valid_cpu].to(device)                    # [V] input indices of valid detections
-        emb = detections.embeddings[src].float()                 # [V, D]
-        labels = detections.labels[src].long()                   # [V]
-        boxes = detections.boxes[src].float()                    # [V, 4]
-        v = int(valid_cpu.numel())
+        # 1. Score order (stable: equal scores keep their input order), duplicate removal, score thresholds.
+        # Thresholds compare in the scores' own dtype, so 0.3 means the same on every path.
+        order = np.argsort(-det.scores, kind="stable")          # [M] sorted position -> input index
+        scores = det.scores[order]
+        valid = np.nonzero(~_duplicates(scores, det.boxes[order], cfg))[0]   # [V] positions in sorted order
+        can_take = scores[valid] > cfg.obj_score_thr            # [V] may take a track's id
+        can_start = scores[valid] > cfg.init_score_thr          # [V] may start a track
+        src = order[valid]                                      # [V] input indices of valid detections
+        emb, labels, boxes = det.embeddings[src], det.labels[src], det.boxes[src]
+        v = valid.size
 
-        # 2. Bi-softmax similarity to tracks + backdrops (on device), greedy matching (on CPU).
-        memory_ids = torch.cat((st.track_ids, torch.full((st.backdrop_frames.shape[0],), -1, dtype=torch.int64)))
+        # 2. Bi-softmax similarity to tracks + backdrops, greedy matching.
+        memory_ids = np.concatenate((st.track_ids, np.full(st.backdrop_frames.size, -1, dtype=np.int64)))
         ids = np.full(v, -1, dtype=np.int64)
         rows = np.full(v, -1, dtype=np.int64)
-        if v and memory_ids.numel():
-            memory_emb = _append(st.track_embeddings, st.backdrop_embeddings)   # [R, D]
-            memory_labels = torch.cat((st.track_labels, st.backdrop_labels))    # [R]
-            feats = emb @ memory_emb.T                                          # [V, R]
-            sim = (feats.softmax(dim=1) + feats.softmax(dim=0)) / 2
+        if v and memory_ids.size:
+            feats = emb @ _append(st.track_embeddings, st.backdrop_embeddings).T        # [V, R]
+            sim = (_softmax(feats, axis=1) + _softmax(feats, axis=0)) / 2
             if cfg.with_cats:
-                sim = sim * (labels[:, None] == memory_labels[None, :]).to(sim.dtype)
-            ids, rows = _greedy_match(sim.cpu().numpy(), memory_ids.numpy(), can_take, cfg.match_score_thr)
+                memory_labels = np.concatenate((st.track_labels, st.backdrop_labels))
+                sim *= labels[:, None] == memory_labels[None, :]
+            ids, rows = _greedy_match(sim, memory_ids, can_take, cfg.match_score_thr)
 
         # 3. New tracks for confident unmatched detections, in score order.
         new = (ids == -1) & can_start
@@ -302,46 +301,41 @@ class Tracker:
         st.next_id += num_new
         matched = rows >= 0
         ages = np.full(v, -1, dtype=np.int64)
-        ages[matched] = frame - st.track_created.numpy()[rows[matched]]
+        ages[matched] = frame - st.track_created[rows[matched]]
         ages[new] = 0
 
         # 4. Memory: momentum update of matched tracks, append new ones, replace backdrops, forget stale tracks.
         if matched.any():
-            det_pos = torch.from_numpy(np.nonzero(matched)[0]).to(device)
-            track_rows = torch.from_numpy(rows[matched])
-            track_rows_dev = track_rows.to(device)
+            track_rows = rows[matched]
             momentum = cfg.memo_momentum
-            st.track_embeddings[track_rows_dev] = ((1 - momentum) * st.track_embeddings[track_rows_dev]
-                                                   + momentum * emb[det_pos])
-            st.track_labels[track_rows_dev] = labels[det_pos]
-            st.track_boxes[track_rows_dev] = boxes[det_pos]
+            st.track_embeddings[track_rows] = ((1 - momentum) * st.track_embeddings[track_rows]
+                                               + momentum * emb[matched])
+            st.track_labels[track_rows] = labels[matched]
+            st.track_boxes[track_rows] = boxes[matched]
             st.track_last_seen[track_rows] = frame
         if num_new:
-            new_pos = torch.from_numpy(np.nonzero(new)[0]).to(device)
-            st.track_ids = torch.cat((st.track_ids, torch.from_numpy(ids[new])))
-            st.track_embeddings = _append(st.track_embeddings, emb[new_pos])
-            st.track_labels = torch.cat((st.track_labels, labels[new_pos]))
-            st.track_boxes = torch.cat((st.track_boxes, boxes[new_pos]))
-            stamp = torch.full((num_new,), frame, dtype=torch.int64)
-            st.track_created = torch.cat((st.track_created, stamp))
-            st.track_last_seen = torch.cat((st.track_last_seen, stamp))
+            stamp = np.full(num_new, frame, dtype=np.int64)
+            st.track_ids = np.concatenate((st.track_ids, ids[new]))
+            st.track_embeddings = _append(st.track_embeddings, emb[new])
+            st.track_labels = np.concatenate((st.track_labels, labels[new]))
+            st.track_boxes = np.concatenate((st.track_boxes, boxes[new]))
+            st.track_created = np.concatenate((st.track_created, stamp))
+            st.track_last_seen = np.concatenate((st.track_last_seen, stamp))
         self._store_backdrops(ids == -1, emb, labels, frame)
         keep = frame - st.track_last_seen < cfg.memo_frames
-        if not bool(keep.all()):
+        if not keep.all():
             self._keep_tracks(keep)
 
-        # 5. Back to input order, out[:, order[k]] = sorted[:, k], and one copy to the device.
-        results = torch.full((3, m), -1, dtype=torch.int64)     # rows: track id, age, is_new
+        # 5. Back to input order, out[:, order[k]] = sorted[:, k], and one copy to the input's device.
+        results = np.full((3, m), -1, dtype=np.int64)           # rows: track id, age, is_new
         results[2] = 0
-        results[:, valid_cpu] = torch.from_numpy(np.stack((np.where(ids >= 0, ids, -1), ages, new)))
-        out = torch.empty_like(results)
-        out[:, order_cpu] = results
-        out = out.to(device)
+        results[:, order[valid]] = np.stack((np.where(ids >= 0, ids, -1), ages, new))
+        out = torch.from_numpy(results).to(detections.scores.device)
         _LOG.debug("frame %d: %d detections, %d duplicates, %d matched, %d new, %d tracks, %d backdrops", frame, m,
-                   m - v, int(matched.sum()), num_new, self.num_tracks, st.backdrop_frames.numel())
+                   m - v, int(matched.sum()), num_new, self.num_tracks, st.backdrop_frames.size)
         return TrackedFrame(track_ids=out[0], ages=out[1], is_new=out[2].bool())
 
-    def _store_backdrops(self, unmatched: np.ndarray, emb: torch.Tensor, labels: torch.Tensor, frame: int) -> None:
+    def _store_backdrops(self, unmatched: np.ndarray, emb: np.ndarray, labels: np.ndarray, frame: int) -> None:
         """Keep this frame's unmatched valid detections as backdrops; drop those ``memo_backdrop_frames`` old.
 
         Backdrops are memory rows without an id: a later detection that matches one best is thereby kept from
@@ -353,25 +347,22 @@ class Tracker:
         """
         st = self._state
         fresh = frame - st.backdrop_frames < self.cfg.memo_backdrop_frames
-        if not bool(fresh.all()):
-            fresh_dev = fresh.to(st.backdrop_labels.device)
-            st.backdrop_embeddings = st.backdrop_embeddings[fresh_dev]
-            st.backdrop_labels = st.backdrop_labels[fresh_dev]
+        if not fresh.all():
+            st.backdrop_embeddings = st.backdrop_embeddings[fresh]
+            st.backdrop_labels = st.backdrop_labels[fresh]
             st.backdrop_frames = st.backdrop_frames[fresh]
         if self.cfg.memo_backdrop_frames <= 0 or not unmatched.any():
             return
-        pos = torch.from_numpy(np.nonzero(unmatched)[0]).to(emb.device)
-        st.backdrop_embeddings = _append(st.backdrop_embeddings, emb[pos])
-        st.backdrop_labels = torch.cat((st.backdrop_labels, labels[pos]))
-        st.backdrop_frames = torch.cat((st.backdrop_frames, torch.full((pos.numel(),), frame, dtype=torch.int64)))
+        st.backdrop_embeddings = _append(st.backdrop_embeddings, emb[unmatched])
+        st.backdrop_labels = np.concatenate((st.backdrop_labels, labels[unmatched]))
+        st.backdrop_frames = np.concatenate((st.backdrop_frames, np.full(int(unmatched.sum()), frame, dtype=np.int64)))
 
-    def _keep_tracks(self, keep: torch.Tensor) -> None:
-        """Keep only the tracks where bool [T] (CPU) ``keep`` is True."""
+    def _keep_tracks(self, keep: np.ndarray) -> None:
+        """Keep only the tracks where bool [T] ``keep`` is True."""
         st = self._state
-        keep_dev = keep.to(st.track_labels.device)
         st.track_ids = st.track_ids[keep]
         st.track_created = st.track_created[keep]
         st.track_last_seen = st.track_last_seen[keep]
-        st.track_embeddings = st.track_embeddings[keep_dev]
-        st.track_labels = st.track_labels[keep_dev]
-        st.track_boxes = st.track_boxes[keep_dev]
+        st.track_embeddings = st.track_embeddings[keep]
+        st.track_labels = st.track_labels[keep]
+        st.track_boxes = st.track_boxes[keep]
