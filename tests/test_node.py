@@ -20,6 +20,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from tests.conftest import moving_square_frame
+from vknet_model.pipeline import Pipeline
 from vknet_ros.conversions import image_msg_to_labels, rgb_to_image_msg
 from vknet_ros.msg import TrackedObjectArray
 from vknet_ros.node import VKNetNode
@@ -235,6 +236,22 @@ def test_a_corrupt_model_fails_configure_with_a_clear_error(tmp_path: Path, onnx
         node.trigger_shutdown()
         node.destroy_node()
     assert "configure failed" in capfd.readouterr().err
+
+
+def test_a_model_that_loads_but_cannot_run_fails_configure(onnx_model: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capfd: pytest.CaptureFixture[str]) -> None:
+    def broken(self: Pipeline, runs: int = 2) -> float:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(Pipeline, "warm_up", broken)
+    node = VKNetNode(parameter_overrides=[Parameter("model", value=str(onnx_model))])
+    try:
+        assert node.pipeline is None
+        assert node._state_machine.current_state[1] == "unconfigured"
+    finally:
+        node.trigger_shutdown()
+        node.destroy_node()
+    assert "configure failed: CUDA out of memory (simulated)" in capfd.readouterr().err
 
 
 def test_lifecycle_frees_and_restores_the_model(onnx_model: Path) -> None:

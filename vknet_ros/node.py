@@ -161,12 +161,15 @@ class VKNetNode(LifecycleNode):
             self.settings = settings_from_values({n: self.get_parameter(n).value for n in PARAMETERS})
             start = time.perf_counter()
             self.pipeline, self._backend_line = load_pipeline(self.settings)
+            load_s = time.perf_counter() - start
+            # A model that loads but cannot run (a bad engine, out of GPU memory) fails here, not on frame one.
+            warm_up_ms = self.pipeline.warm_up(WARM_UP_RUNS)
         except Exception as exc:  # any failure to load must leave a usable, unconfigured node with the reason
             log.error(f"configure failed: {exc}")
             self.pipeline = None
             return TransitionCallbackReturn.FAILURE
-        log.info(f"loaded {self._backend_line} in {time.perf_counter() - start:.1f} s; warmed up with "
-                 f"{WARM_UP_RUNS} forwards in {self.pipeline.warm_up(WARM_UP_RUNS):.0f} ms")
+        log.info(f"loaded {self._backend_line} in {load_s:.1f} s; warmed up with {WARM_UP_RUNS} forwards in "
+                 f"{warm_up_ms:.0f} ms")
         reliable = QoSProfile(depth=OUTPUT_DEPTH)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         s = self.settings
