@@ -21,12 +21,10 @@ from training.bags import BagReader, kitti_step_sources, write_bag
 from training.synth import SynthConfig, write_sequences
 from vknet_model.bundled import resolve_model
 from vknet_ros.dds_env import apply_loopback_environment
+from vknet_ros.node import WORKER_STAGES
 from vknet_ros.replay import replay_through_node
 
 MAX_DROP = 0.05
-# The node's worker stages as its /diagnostics reports them: decode + pipeline + publish = processing, and the
-# pipeline split into its own stages.
-STAGES = ("decode", "pipeline", "preprocess", "network", "tracker", "postprocess", "publish")
 
 
 def main() -> int:
@@ -54,7 +52,7 @@ def main() -> int:
                    "drop_fraction": report.dropped / max(report.sent, 1),
                    "latency_ms_p50": report.percentile(0.5), "latency_ms_p90": report.percentile(0.9),
                    "node_processing_ms_p50": report.node_diagnostics.get("processing_ms_p50"),
-                   "node_stages_ms_p50": {s: report.node_diagnostics.get(f"{s}_ms_p50") for s in STAGES}}
+                   "node_stages_ms_p50": {s: report.node_diagnostics.get(f"{s}_ms_p50") for s in WORKER_STAGES}}
             processing, network = row["node_processing_ms_p50"], row["node_stages_ms_p50"]["network"]
             # The node's whole work per frame (decode, pipeline, publish) over its bare network forward.
             row["processing_over_network"] = float(processing) / float(network) if processing and network else None

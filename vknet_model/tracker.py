@@ -329,7 +329,7 @@ class Tracker:
         # 5. Back to input order, out[:, order[k]] = sorted[:, k], and one copy to the input's device.
         results = np.full((3, m), -1, dtype=np.int64)           # rows: track id, age, is_new
         results[2] = 0
-        results[:, order[valid]] = np.stack((np.where(ids >= 0, ids, -1), ages, new))
+        results[:, src] = np.stack((np.where(ids >= 0, ids, -1), ages, new))
         out = torch.from_numpy(results).to(detections.scores.device)
         _LOG.debug("frame %d: %d detections, %d duplicates, %d matched, %d new, %d tracks, %d backdrops", frame, m,
                    m - v, int(matched.sum()), num_new, self.num_tracks, st.backdrop_frames.size)

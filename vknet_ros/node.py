@@ -61,6 +61,8 @@ from vknet_ros.overlay import draw_overlay
 OUTPUT_DEPTH = 5
 WARM_UP_RUNS = 3  # blank forwards on configure, so the first camera frames do not pay for session start-up
 PIPELINE_STAGES = ("preprocess", "network", "tracker", "postprocess")  # the Pipeline's own timings, in order
+# The worker's stages in /diagnostics: decode + pipeline + publish = processing, then the pipeline's split.
+WORKER_STAGES = ("decode", "pipeline", *PIPELINE_STAGES, "publish")
 
 
 def input_qos(settings: NodeSettings) -> QoSProfile:
@@ -148,7 +150,7 @@ class VKNetNode(LifecycleNode):
         self._processing_ms: collections.deque[float] = collections.deque(maxlen=200)
         # Per-stage times of the worker, reported in /diagnostics so overhead around the network is visible.
         self._stage_ms: dict[str, collections.deque[float]] = {
-            s: collections.deque(maxlen=200) for s in ("decode", "pipeline", *PIPELINE_STAGES, "publish")}
+            s: collections.deque(maxlen=200) for s in WORKER_STAGES}
         self._done_times: collections.deque[float] = collections.deque(maxlen=50)
         self._backend_line = ""
         if self.get_parameter("autostart").value and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
