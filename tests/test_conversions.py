@@ -14,6 +14,7 @@ from std_msgs.msg import Header
 
 from vknet_ros.conversions import (
     ImageConversionError,
+    decode_image,
     image_msg_to_labels,
     image_msg_to_rgb,
     labels_to_image_msg,
@@ -86,6 +87,31 @@ def test_label_round_trip(encoding: str) -> None:
 def test_label_overflow_is_refused() -> None:
     with pytest.raises(ValueError, match="outside 16UC1"):
         labels_to_image_msg(np.array([[70_000]]), Header(), "16UC1")
+    with pytest.raises(ValueError, match="outside 16UC1"):
+        labels_to_image_msg(np.array([[-1]], dtype=np.int16), Header(), "16UC1")  # same width, other range
+
+
+def test_labels_already_in_the_encoding_dtype_go_out_unchanged() -> None:
+    labels = np.array([[0, 65_535], [18_999, 7]], dtype=np.uint16)  # the full range: nothing to check
+    msg = labels_to_image_msg(labels, Header(), "16UC1")
+    assert msg.step == 4 and msg.is_bigendian == 0
+    assert np.array_equal(image_msg_to_labels(msg), labels)
+    labels[0, 0] = 5
+    assert image_msg_to_labels(msg)[0, 0] == 0, "the message owns its data"
+
+
+def test_decode_without_copy_is_a_view_of_the_message() -> None:
+    rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    msg = rgb_to_image_msg(rgb, Header(frame_id="cam"))
+    view = decode_image(msg, copy=False)
+    assert np.array_equal(view, rgb) and np.shares_memory(view, np.frombuffer(msg.data, np.uint8))
+    copied = decode_image(msg)
+    assert np.array_equal(copied, rgb) and not np.shares_memory(copied, np.frombuffer(msg.data, np.uint8))
+    # A padded rgb8 frame and a bgr8 one decode to the same pixels with or without the copy.
+    padded = _msg("rgb8", 2, 2, 8, bytes([1, 2, 3, 4, 5, 6, 0xEE, 0xEE, 7, 8, 9, 10, 11, 12, 0xEE, 0xEE]))
+    assert decode_image(padded, copy=False).reshape(-1).tolist() == list(range(1, 13))
+    bgr = rgb_to_image_msg(rgb, Header(frame_id="cam"), encoding="bgr8")
+    assert np.array_equal(decode_image(bgr, copy=False), rgb)
 
 
 class _ReferenceBridge:

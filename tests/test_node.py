@@ -77,8 +77,8 @@ class Harness:
 
     def connected(self, pub: Any = None) -> bool:
         pub = pub or self.image_pub
-        return wait_for(lambda: pub.get_subscription_count() > 0 and
-                        self.client.count_publishers("panoptic") > 0, 10.0)
+        return wait_for(lambda: pub.get_subscription_count() > 0 and self.client.count_publishers("panoptic") > 0
+                        and self.client.count_publishers("semantic") > 0, 10.0)
 
     def close(self) -> None:
         assert self.spinner.stop(), "the executor thread did not stop"

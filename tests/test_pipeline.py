@@ -51,6 +51,20 @@ def test_outputs_are_at_input_resolution_and_consistent(torch_pipeline: Pipeline
     assert len(set(instances)) == len(instances)
 
 
+def test_panoptic_in_a_message_dtype_holds_the_same_ids(torch_pipeline: Pipeline) -> None:
+    narrow = Pipeline(torch_pipeline.backend, panoptic_dtype=np.uint16)
+    wide = torch_pipeline.step(street(1), stamp=0.0, frame_id="cam")
+    got = narrow.step(street(1), stamp=0.0, frame_id="cam")
+    assert got.panoptic.dtype == np.uint16 and np.array_equal(got.panoptic, wide.panoptic)
+    assert np.array_equal(got.semantic, wide.semantic)
+    with pytest.raises(ValueError, match="more than uint8 holds"):
+        Pipeline(torch_pipeline.backend, panoptic_dtype=np.uint8)
+    with pytest.raises(ValueError, match="more than uint16 holds"):
+        Pipeline(torch_pipeline.backend, panoptic_dtype=np.uint16, label_divisor=4000)
+    with pytest.raises(ValueError, match="integer dtype"):
+        Pipeline(torch_pipeline.backend, panoptic_dtype=np.float32)
+
+
 @pytest.mark.parametrize("source", [(375, 1242), (97, 203), (480, 640), (1, 1), (2000, 50)])
 def test_upsampling_is_the_nearest_cell_of_every_pixel(source: tuple[int, int]) -> None:
     geometry = _Geometry(Letterbox.fit(source, (192, 640)))

@@ -26,6 +26,17 @@ def test_same_size_is_a_pure_transpose() -> None:
     assert np.array_equal(tensor[0].transpose(1, 2, 0), image)
 
 
+def test_letterbox_into_a_reused_buffer_equals_a_fresh_one() -> None:
+    buffer = np.full((1, 3, 192, 640), 77, dtype=np.uint8)
+    for shape in ((375, 1242, 3), (500, 300, 3)):  # the second one pads where the first had content
+        image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        fresh, box = letterbox(image, (192, 640))
+        reused, reused_box = letterbox(image, (192, 640), out=buffer)
+        assert reused is buffer and reused_box == box and np.array_equal(reused, fresh)
+    with pytest.raises(ValueError, match="out must be uint8"):
+        letterbox(image, (192, 640), out=np.zeros((1, 3, 192, 641), np.uint8))
+
+
 def test_tall_image_pads_the_right() -> None:
     _, box = letterbox(np.zeros((200, 100, 3), np.uint8), (64, 128))
     assert box.resized == (64, 32) and box.scale == pytest.approx(0.32)

@@ -7,12 +7,15 @@ semantic maps at the input resolution plus a list of tracked objects. The pipeli
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from vknet_model.backends import Backend, open_backend
@@ -58,18 +61,26 @@ class FrameResult:
     """Outputs of one frame at the input image's resolution.
 
     Attributes:
-        panoptic: int32 [H, W], class_id * label_divisor + instance (instance 0 for stuff and untracked pixels).
-        semantic: uint8 [H, W] dataset class ids.
+        panoptic: [H, W] in the pipeline's ``panoptic_dtype`` (int32 by default), class_id * label_divisor +
+            instance (instance 0 for stuff and untracked pixels).
         objects: tracked things visible in this frame.
+        class_cells: uint8 [H/4, W/4] dataset class per network cell at stride 4, what ``semantic`` is made of.
+        upsample: brings a stride-4 map to [H, W] (nearest cell).
         reset_reason: why the temporal state was reset before this frame ("" if it was not).
         timings_ms: per-stage wall time.
     """
 
     panoptic: np.ndarray
-    semantic: np.ndarray
     objects: list[TrackedObjectInfo]
+    class_cells: np.ndarray
+    upsample: Callable[[np.ndarray], np.ndarray] = field(repr=False)
     reset_reason: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @functools.cached_property
+    def semantic(self) -> np.ndarray:
+        """uint8 [H, W] dataset class ids, built on first use: a node nobody listens to for it skips the work."""
+        return self.upsample(self.class_cells)
 
 
 class InstancePool:
@@ -139,10 +150,14 @@ class Pipeline:
         tracker: tracker thresholds (``None``: the model's config).
         label_divisor: divisor of the panoptic output (``None``: the dataset's, 1000 for KITTI-STEP); instance
             numbers stay below it.
+        panoptic_dtype: integer dtype of ``FrameResult.panoptic``. The node asks for the dtype of its message
+            encoding (uint16 for 16UC1), so the map is built once in the form it is sent, with no conversion or
+            range check per frame; every id must fit, which is checked here.
     """
 
     def __init__(self, backend: Backend, *, postprocess: PostprocessConfig | None = None,
-                 tracker: TrackerConfig | None = None, label_divisor: int | None = None) -> None:
+                 tracker: TrackerConfig | None = None, label_divisor: int | None = None,
+                 panoptic_dtype: npt.DTypeLike = np.int32) -> None:
         self.backend = backend
         config = backend.contract.config
         self.data: DataConfig = config.data
@@ -151,12 +166,23 @@ class Pipeline:
         self.label_divisor = label_divisor or self.data.label_divisor
         if self.label_divisor < 2:
             raise ValueError(f"label_divisor must be >= 2, got {self.label_divisor}")
+        self.panoptic_dtype = np.dtype(panoptic_dtype)
+        if not np.issubdtype(self.panoptic_dtype, np.integer):
+            raise ValueError(f"panoptic_dtype must be an integer dtype, got {self.panoptic_dtype}")
+        largest_id = self.data.num_classes * self.label_divisor - 1
+        if largest_id > np.iinfo(self.panoptic_dtype).max:
+            raise ValueError(f"panoptic ids reach {largest_id} ({self.data.num_classes} classes x label_divisor "
+                             f"{self.label_divisor}), more than {self.panoptic_dtype} holds")
         self.instances = InstancePool(self.label_divisor - 1, self.tracker_config.memo_frames)
         self.num_proposals = config.model.num_proposals
         self._net_to_dataset = np.asarray(self.data.net_to_dataset, dtype=np.int64)
         self._input_size = backend.contract.input_size
         self.set_postprocess(postprocess or config.postprocess)
         self._geometry: _Geometry | None = None
+        # The network input is written into one buffer, reused frame after frame (every backend copies or
+        # consumes it before infer returns).
+        self._network_input = np.empty((1, 3, *self._input_size), dtype=np.uint8)
+        self._use_prev = {flag: torch.tensor([float(flag)], device=backend.device) for flag in (False, True)}
         self._prev_kernels = backend.initial_kernels()
         self._frame = -1
         self._last_stamp: float | None = None
@@ -190,9 +216,8 @@ class Pipeline:
         """
         start = time.perf_counter()
         blank = torch.zeros((1, 3, *self._input_size), dtype=torch.uint8, device=self.backend.device)
-        no_prev = torch.zeros(1, device=self.backend.device)
         for _ in range(runs):
-            self.backend.infer(blank, self.backend.initial_kernels(), no_prev, self._thresholds)
+            self.backend.infer(blank, self.backend.initial_kernels(), self._use_prev[False], self._thresholds)
         return 1e3 * (time.perf_counter() - start)
 
     def reset(self, reason: str = "requested") -> None:
@@ -218,9 +243,8 @@ class Pipeline:
             ValueError: the image is not a non-empty uint8 RGB array (state unchanged).
             PipelineError: the network produced non-finite values (state reset, next frame starts afresh).
         """
-        timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        network_input, box = letterbox(image, self._input_size)
+        network_input, box = letterbox(image, self._input_size, out=self._network_input)
         if self._geometry is None or self._geometry.box != box:
             self._geometry = _Geometry(box)
         geometry = self._geometry
@@ -231,77 +255,95 @@ class Pipeline:
             self._frame = -1
             self._pending_reset = ""
             _LOG.info("tracker reset: %s", reason)
-        use_prev = torch.tensor([0.0 if reason else 1.0], device=self.backend.device)
         image_tensor = torch.from_numpy(network_input).to(self.backend.device)
         t1 = time.perf_counter()
-        out = self.backend.infer(image_tensor, self._prev_kernels, use_prev, self._thresholds)
+        out = self.backend.infer(image_tensor, self._prev_kernels, self._use_prev[not reason], self._thresholds)
         t2 = time.perf_counter()
-        if not (bool(torch.isfinite(out.kernels).all()) and bool(torch.isfinite(out.embeddings).all())):
+        # One host copy of the small outputs (on a GPU: a few hundred KB); all later work is numpy.
+        host = _HostOutputs.of(out)
+        if not (_all_finite(out.kernels) and np.isfinite(host.embeddings).all()):
             self._pending_reset = "non-finite network output"
             raise PipelineError("the network produced NaN/inf values; the tracker will restart on the next frame")
         self._prev_kernels = out.kernels
         self._frame += 1
         self._last_stamp, self._last_frame_id = stamp, frame_id
 
-        keep = out.slot_keep[: self.num_proposals]
-        thing_slots = torch.nonzero(keep).flatten()  # kept thing proposals, in slot order
-        detections = Detections(
-            embeddings=out.embeddings[thing_slots].float(),
-            labels=out.slot_labels[thing_slots].long(),
-            scores=out.slot_scores[thing_slots].float(),
-            boxes=out.boxes[thing_slots].float(),
-        )
-        tracked = self.tracker.update(detections)
+        thing_slots = np.flatnonzero(host.slot_keep[: self.num_proposals])  # kept thing proposals, in slot order
+        tracked = self.tracker.update(Detections(
+            embeddings=host.embeddings[thing_slots], labels=host.slot_labels[thing_slots],
+            scores=host.slot_scores[thing_slots], boxes=host.boxes[thing_slots]))
         t3 = time.perf_counter()
 
-        result = self._assemble(out, thing_slots.cpu().numpy(), tracked.track_ids.cpu().numpy(),
-                                tracked.ages.cpu().numpy(), geometry)
+        result = self._assemble(host, thing_slots, tracked.track_ids, tracked.ages, geometry)
         t4 = time.perf_counter()
-        timings.update(preprocess=1e3 * (t1 - t0), network=1e3 * (t2 - t1), tracker=1e3 * (t3 - t2),
-                       postprocess=1e3 * (t4 - t3), total=1e3 * (t4 - t0))
         result.reset_reason = reason
-        result.timings_ms = timings
+        result.timings_ms = {"preprocess": 1e3 * (t1 - t0), "network": 1e3 * (t2 - t1), "tracker": 1e3 * (t3 - t2),
+                             "postprocess": 1e3 * (t4 - t3), "total": 1e3 * (t4 - t0)}
         return result
 
-    def _assemble(self, out: VKNetOutput, thing_slots: np.ndarray, track_ids: np.ndarray, ages: np.ndarray,
+    def _assemble(self, out: _HostOutputs, thing_slots: np.ndarray, track_ids: np.ndarray, ages: np.ndarray,
                   geometry: _Geometry) -> FrameResult:
-        slot_map = out.slot_map.cpu().numpy()                     # [H4, W4] int32, -1 = none
-        semantic_cells = out.semantic_map.cpu().numpy()           # [H4, W4] network classes
-        labels = out.slot_labels.cpu().numpy().astype(np.int64)   # [N]
-        scores = out.slot_scores.cpu().numpy()
-        boxes = out.boxes.cpu().numpy()
+        slot_map = out.slot_map                                   # [H4, W4] int32, -1 = none
+        labels = out.slot_labels.astype(np.int64)                 # [N]
         n = labels.shape[0]
-        divisor = self.label_divisor
 
         tracked = track_ids >= 0
         slots = thing_slots[tracked]
-        instances = self.instances.assign([int(t) for t in track_ids[tracked]], self._frame)
+        live_ids, live_ages = track_ids[tracked].tolist(), ages[tracked].tolist()
+        instances = self.instances.assign(live_ids, self._frame)
         slot_instance = np.zeros(n, dtype=np.int64)
         slot_instance[slots] = instances
         slot_class = self._net_to_dataset[labels]
         claimed = slot_map >= 0
-        safe = np.where(claimed, slot_map, 0)
-        class_cells = np.where(claimed, slot_class[safe], self._net_to_dataset[semantic_cells])
-        panoptic_cells = class_cells * divisor + np.where(claimed, slot_instance[safe], 0)
-        # Both maps are built per stride-4 cell and only then brought to camera resolution.
-        panoptic = geometry.upsample(panoptic_cells.astype(np.int32))
-        semantic = geometry.upsample(class_cells.astype(np.uint8))
+        # Per-slot lookups indexed by the slot map directly: its -1 (unclaimed) reads the last slot, whose value
+        # np.where then replaces (class) or zeroes (instance).
+        class_cells = np.where(claimed, slot_class[slot_map], self._net_to_dataset[out.semantic_map])
+        panoptic_cells = class_cells * self.label_divisor + np.where(claimed, slot_instance[slot_map], 0)
+        # The map is built per stride-4 cell and only then brought to camera resolution.
+        panoptic = geometry.upsample(panoptic_cells.astype(self.panoptic_dtype))
 
         index = slot_map.ravel().astype(np.int64) + 1            # 0 = unclaimed
         area = np.bincount(index, weights=geometry.cell_area, minlength=n + 1)[1:]
         sum_x = np.bincount(index, weights=geometry.cell_x, minlength=n + 1)[1:]
         sum_y = np.bincount(index, weights=geometry.cell_y, minlength=n + 1)[1:]
-        source_boxes = geometry.box.boxes_to_source(boxes[slots]) if len(slots) else np.zeros((0, 4))
+        source_boxes = geometry.box.boxes_to_source(out.boxes[slots]).tolist() if len(slots) else []
         objects = []
-        for j, (slot, instance) in enumerate(zip(slots, instances, strict=True)):
-            pixels = area[slot]
+        for slot, track_id, age, instance, box in zip(slots.tolist(), live_ids, live_ages, instances, source_boxes,
+                                                      strict=True):
+            pixels = float(area[slot])
             class_id = int(slot_class[slot])
             objects.append(TrackedObjectInfo(
-                track_id=int(track_ids[tracked][j]), instance=instance, class_id=class_id,
-                class_name=self.data.class_names[class_id], score=float(scores[slot]),
-                box=tuple(float(v) for v in source_boxes[j]),  # type: ignore[arg-type]
-                mask_area=round(float(pixels)),
+                track_id=track_id, instance=instance, class_id=class_id,
+                class_name=self.data.class_names[class_id], score=float(out.slot_scores[slot]),
+                box=tuple(box),  # type: ignore[arg-type]
+                mask_area=round(pixels),
                 centroid=(float(sum_x[slot] / pixels), float(sum_y[slot] / pixels)) if pixels else (0.0, 0.0),
-                age=int(ages[tracked][j]),
+                age=age,
             ))
-        return FrameResult(panoptic=panoptic, semantic=semantic, objects=objects)
+        return FrameResult(panoptic=panoptic, objects=objects, class_cells=class_cells.astype(np.uint8),
+                           upsample=geometry.upsample)
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """No NaN/inf in ``tensor``: numpy on the host (torch's per-op overhead is most of the cost on small arrays
+    there), one reduction where it lives otherwise (no copy of the kernels, which stay on the device)."""
+    if tensor.device.type == "cpu":
+        return bool(np.isfinite(tensor.numpy()).all())
+    return bool(torch.isfinite(tensor).all())
+
+
+@dataclass(frozen=True)
+class _HostOutputs:
+    """The network outputs the tracker and the assembly read, as host arrays (see ``VKNetOutput``)."""
+
+    slot_map: np.ndarray
+    semantic_map: np.ndarray
+    slot_scores: np.ndarray
+    slot_labels: np.ndarray
+    slot_keep: np.ndarray
+    boxes: np.ndarray
+    embeddings: np.ndarray
+
+    @staticmethod
+    def of(out: VKNetOutput) -> _HostOutputs:
+        return _HostOutputs(**{name: getattr(out, name).cpu().numpy() for name in _HostOutputs.__dataclass_fields__})

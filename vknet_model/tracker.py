@@ -2,10 +2,10 @@
 
 Each frame's kept thing segments are matched to a memory of live tracks and of last frame's unmatched
 detections ("backdrops") by the bi-softmax of embedding dot products, greedily in score order, as in
-Video K-Net / QDTrack. The detections come in as tensors on any device; the tracker copies them to the host
-once (M x D floats, a few KB) and does all of its work there with numpy. A frame holds tens of detections:
-as ~130 tiny torch ops the association cost 0.6-2 ms of pure per-op overhead on CPU (and would be as many
-kernel launches on a GPU), as numpy it is a fraction of that.
+Video K-Net / QDTrack. The detections are host numpy arrays (the pipeline copies the network's small outputs
+to the host once per frame, M x D floats, a few KB). A frame holds tens of detections: as ~130 tiny torch ops
+the association cost 0.6-2 ms of pure per-op overhead on CPU (and would be as many kernel launches on a GPU),
+as numpy it is a fraction of that.
 
 Unlike the upstream code, every result is written back through an explicit permutation to the *input*
 order of the detections, so filtering (sorting, duplicate removal) can never shift ids onto the wrong
@@ -18,7 +18,6 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from vknet_model.config import TrackerConfig
 
@@ -29,19 +28,19 @@ _SUPPRESSED = -2  # internal id: strongly matched a track with a low score; neit
 
 @dataclass(frozen=True)
 class Detections:
-    """Kept thing segments of one frame (M may be 0; all tensors on one device).
+    """Kept thing segments of one frame (M may be 0; numpy arrays).
 
     Attributes:
         embeddings: float [M, D] kernel association embeddings; not L2-normalised, matched by dot product.
-        labels: integer (int64) [M] network class index.
-        scores: float [M] in [0, 1].
+        labels: integer [M] network class index.
+        scores: float [M] in [0, 1]; thresholds are compared in this dtype.
         boxes: float [M, 4] x1, y1, x2, y2 in pixels; only used for duplicate removal.
     """
 
-    embeddings: torch.Tensor
-    labels: torch.Tensor
-    scores: torch.Tensor
-    boxes: torch.Tensor
+    embeddings: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -54,9 +53,9 @@ class TrackedFrame:
         is_new: bool [M] the track was created on this frame.
     """
 
-    track_ids: torch.Tensor
-    ages: torch.Tensor
-    is_new: torch.Tensor
+    track_ids: np.ndarray
+    ages: np.ndarray
+    is_new: np.ndarray
 
 
 def _empty_ids() -> np.ndarray:
@@ -115,11 +114,12 @@ class TrackerState:
 
 def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     """Pairwise IoU of float [N, 4] and [K, 4] x1, y1, x2, y2 boxes -> [N, K] in their dtype (0 for empty unions)."""
-    area1 = np.clip(boxes1[:, 2] - boxes1[:, 0], 0, None) * np.clip(boxes1[:, 3] - boxes1[:, 1], 0, None)
-    area2 = np.clip(boxes2[:, 2] - boxes2[:, 0], 0, None) * np.clip(boxes2[:, 3] - boxes2[:, 1], 0, None)
+    size1 = np.maximum(boxes1[:, 2:] - boxes1[:, :2], 0)
+    size2 = np.maximum(boxes2[:, 2:] - boxes2[:, :2], 0)
+    area1, area2 = size1[:, 0] * size1[:, 1], size2[:, 0] * size2[:, 1]
     top_left = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
     bottom_right = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    wh = np.clip(bottom_right - top_left, 0, None)
+    wh = np.maximum(bottom_right - top_left, 0)
     inter = wh[..., 0] * wh[..., 1]
     union = area1[:, None] + area2[None, :] - inter
     return inter / np.maximum(union, np.finfo(union.dtype).eps)
@@ -132,50 +132,36 @@ def _append(memory: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return rows if memory.shape[0] == 0 else np.concatenate((memory, rows))
 
 
-@dataclass(frozen=True)
-class _HostDetections:
-    """One host copy of a frame's detections: embeddings float32 [M, D], labels int64 [M], scores [M] (in the
-    input's float dtype, so thresholds compare in it), boxes float32 [M, 4]."""
-
-    embeddings: np.ndarray
-    labels: np.ndarray
-    scores: np.ndarray
-    boxes: np.ndarray
-
-
-def _to_host(detections: Detections, embed_dim: int | None) -> _HostDetections:
-    """Check and copy the detections to the host; raise ValueError for inconsistent shapes, dtypes or devices,
-    non-finite values or scores outside [0, 1].
+def _checked(detections: Detections, embed_dim: int | None) -> Detections:
+    """The detections as float32 / int64 arrays (scores keep their float dtype); raise ValueError for
+    inconsistent shapes or dtypes, non-finite values or scores outside [0, 1].
 
     Checked before any state changes, so a rejected frame leaves the tracker exactly as it was.
     """
-    emb, labels, scores, boxes = detections.embeddings, detections.labels, detections.scores, detections.boxes
+    emb, labels, scores, boxes = (np.asarray(a) for a in (detections.embeddings, detections.labels,
+                                                          detections.scores, detections.boxes))
     if emb.ndim != 2 or labels.ndim != 1 or scores.ndim != 1 or boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"Detections need embeddings [M, D], labels [M], scores [M], boxes [M, 4]; got "
-                         f"{tuple(emb.shape)}, {tuple(labels.shape)}, {tuple(scores.shape)}, {tuple(boxes.shape)}")
+                         f"{emb.shape}, {labels.shape}, {scores.shape}, {boxes.shape}")
     m = emb.shape[0]
     if not labels.shape[0] == scores.shape[0] == boxes.shape[0] == m:
         raise ValueError(f"Detections disagree on M: embeddings {m}, labels {labels.shape[0]}, "
                          f"scores {scores.shape[0]}, boxes {boxes.shape[0]}")
-    if not (emb.dtype.is_floating_point and scores.dtype.is_floating_point and boxes.dtype.is_floating_point):
+    if not emb.dtype.kind == scores.dtype.kind == boxes.dtype.kind == "f":
         raise ValueError(f"embeddings, scores and boxes must be floating point; got {emb.dtype}, {scores.dtype}, "
                          f"{boxes.dtype}")
-    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
-    if len({emb.device, labels.device, scores.device, boxes.device}) != 1:
-        raise ValueError("Detections tensors must share one device")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be an integer array, got {labels.dtype}")
     if m and embed_dim is not None and emb.shape[1] != embed_dim:
         raise ValueError(f"embedding width {emb.shape[1]} differs from the tracker memory's {embed_dim}")
-    host = _HostDetections(embeddings=emb.detach().float().cpu().numpy(),
-                           labels=labels.detach().cpu().numpy().astype(np.int64, copy=False),
-                           scores=scores.detach().cpu().numpy(), boxes=boxes.detach().float().cpu().numpy())
-    for name, array in (("embeddings", host.embeddings), ("scores", host.scores), ("boxes", host.boxes)):
+    for name, array in (("embeddings", emb), ("scores", scores), ("boxes", boxes)):
         if not np.isfinite(array).all():
             raise ValueError(f"Detections {name} contain NaN or inf")
-    if m and not ((host.scores >= 0).all() and (host.scores <= 1).all()):
-        raise ValueError(f"Detections scores must lie in [0, 1], got min {float(host.scores.min())}, "
-                         f"max {float(host.scores.max())}")
-    return host
+    if m and not 0 <= scores.min() <= scores.max() <= 1:
+        raise ValueError(f"Detections scores must lie in [0, 1], got min {float(scores.min())}, "
+                         f"max {float(scores.max())}")
+    return Detections(embeddings=emb.astype(np.float32, copy=False), labels=labels.astype(np.int64, copy=False),
+                      scores=scores, boxes=boxes.astype(np.float32, copy=False))
 
 
 def _duplicates(scores: np.ndarray, boxes: np.ndarray, cfg: TrackerConfig) -> np.ndarray:
@@ -257,16 +243,16 @@ class Tracker:
         """Associate one frame's detections with the memory and update it.
 
         Args:
-            detections: this frame's kept thing segments, any order, any device.
+            detections: this frame's kept thing segments, any order.
 
         Returns:
-            Track ids, ages and new-track flags in the input order, on the input device.
+            Track ids, ages and new-track flags in the input order.
 
         Raises:
             ValueError: inconsistent shapes or non-finite values (the state is then left unchanged).
         """
         st, cfg = self._state, self.cfg
-        det = _to_host(detections, st.embed_dim)
+        det = _checked(detections, st.embed_dim)
         st.frame += 1
         frame = st.frame
         m = det.scores.shape[0]
@@ -326,14 +312,16 @@ class Tracker:
         if not keep.all():
             self._keep_tracks(keep)
 
-        # 5. Back to input order, out[:, order[k]] = sorted[:, k], and one copy to the input's device.
-        results = np.full((3, m), -1, dtype=np.int64)           # rows: track id, age, is_new
-        results[2] = 0
-        results[:, src] = np.stack((np.where(ids >= 0, ids, -1), ages, new))
-        out = torch.from_numpy(results).to(detections.scores.device)
+        # 5. Back to input order: out[order[k]] = sorted[k].
+        track_ids = np.full(m, -1, dtype=np.int64)
+        track_ids[src] = np.where(ids >= 0, ids, -1)
+        track_ages = np.full(m, -1, dtype=np.int64)
+        track_ages[src] = ages
+        is_new = np.zeros(m, dtype=bool)
+        is_new[src] = new
         _LOG.debug("frame %d: %d detections, %d duplicates, %d matched, %d new, %d tracks, %d backdrops", frame, m,
                    m - v, int(matched.sum()), num_new, self.num_tracks, st.backdrop_frames.size)
-        return TrackedFrame(track_ids=out[0], ages=out[1], is_new=out[2].bool())
+        return TrackedFrame(track_ids=track_ids, ages=track_ages, is_new=is_new)
 
     def _store_backdrops(self, unmatched: np.ndarray, emb: np.ndarray, labels: np.ndarray, frame: int) -> None:
         """Keep this frame's unmatched valid detections as backdrops; drop those ``memo_backdrop_frames`` old.

@@ -43,6 +43,7 @@ from vknet_ros.conversions import (
     ImageConversionError,
     compressed_msg_to_rgb,
     decode_image,
+    label_dtype,
     labels_to_image_msg,
     rgb_to_image_msg,
 )
@@ -95,7 +96,9 @@ def load_pipeline(settings: NodeSettings) -> tuple[Pipeline, str]:
     if model.suffix in (".pt", ".pth") and backend in ("onnxruntime", "tensorrt"):
         raise SettingsError(f"{model} is a checkpoint: backend {backend} needs an exported .onnx "
                             f"(`vknet export --checkpoint {model} --out model.onnx`)")
-    pipeline = Pipeline(_open(model, backend, device, settings.ort_spin_wait), label_divisor=settings.label_divisor)
+    # The panoptic map is built in its message encoding's dtype: no conversion or range check per frame.
+    pipeline = Pipeline(_open(model, backend, device, settings.ort_spin_wait), label_divisor=settings.label_divisor,
+                        panoptic_dtype=label_dtype(settings.panoptic_encoding))
     apply_thresholds(pipeline, settings)
     expected = pipeline.backend.contract.input_size
     if settings.input_size != (0, 0) and tuple(settings.input_size) != tuple(expected):
@@ -307,7 +310,8 @@ class VKNetNode(LifecycleNode):
         assert self.settings is not None and self.pipeline is not None
         start = time.perf_counter()
         try:
-            rgb = compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage) else decode_image(msg)
+            # An rgb8 frame stays a view of the message's data (alive until this method returns): no copy.
+            rgb = compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage) else decode_image(msg, copy=False)
         except ImageConversionError as exc:
             self._reject(str(exc))
             return
@@ -348,7 +352,7 @@ class VKNetNode(LifecycleNode):
         assert s is not None
         if pubs["panoptic"] is not None:
             pubs["panoptic"].publish(labels_to_image_msg(result.panoptic, header, s.panoptic_encoding))
-        if pubs["semantic"] is not None:
+        if pubs["semantic"] is not None and pubs["semantic"].get_subscription_count() > 0:
             pubs["semantic"].publish(labels_to_image_msg(result.semantic, header, "mono8"))
         pubs["tracks"].publish(tracks_msg(result.objects, header))
         if pubs["overlay"] is not None and pubs["overlay"].get_subscription_count() > 0:
