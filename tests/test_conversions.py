@@ -18,6 +18,7 @@ from vknet_ros.conversions import (
     image_msg_to_labels,
     image_msg_to_rgb,
     labels_to_image_msg,
+    labels_to_serialized_image,
     rgb_to_image_msg,
 )
 
@@ -98,6 +99,29 @@ def test_labels_already_in_the_encoding_dtype_go_out_unchanged() -> None:
     assert np.array_equal(image_msg_to_labels(msg), labels)
     labels[0, 0] = 5
     assert image_msg_to_labels(msg)[0, 0] == 0, "the message owns its data"
+
+
+@pytest.mark.parametrize("encoding", ["mono8", "16UC1", "32SC1"])
+@pytest.mark.parametrize("frame_id", ["", "c", "ca", "cam", "cam0", "camera_optical_frame", "kamera_ü"])
+def test_serialized_label_image_is_the_message_rclpy_would_send(encoding: str, frame_id: str) -> None:
+    from rclpy.serialization import deserialize_message
+
+    header = Header(frame_id=frame_id)
+    header.stamp.sec, header.stamp.nanosec = -7, 999_999_999  # a signed second and the largest nanosecond
+    labels = np.random.default_rng(len(frame_id)).integers(0, 250, (3, 5))
+    expected = labels_to_image_msg(labels, header, encoding)
+    got = deserialize_message(labels_to_serialized_image(labels, header, encoding), Image)
+    assert got == expected
+    assert np.array_equal(image_msg_to_labels(got), labels)
+
+
+def test_serialized_label_image_refuses_what_the_message_refuses() -> None:
+    with pytest.raises(ValueError, match="outside 16UC1"):
+        labels_to_serialized_image(np.array([[70_000]]), Header(), "16UC1")
+    with pytest.raises(ValueError, match="label map"):
+        labels_to_serialized_image(np.zeros((2, 2, 1), np.uint16), Header(), "16UC1")
+    with pytest.raises(ValueError, match="label encoding"):
+        labels_to_serialized_image(np.zeros((2, 2), np.uint16), Header(), "rgb8")
 
 
 def test_decode_without_copy_is_a_view_of_the_message() -> None:

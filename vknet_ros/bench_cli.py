@@ -1,10 +1,11 @@
 """Per-stage latency of the node's work for each backend, on the same frames, in one run.
 
 Stages per frame: preprocess (letterbox), network (the exported graph: backbone to panoptic assembly at
-stride 4), tracker, postprocess (full-resolution maps and objects), messages (the node's output messages:
-panoptic 16UC1, semantic mono8, tracks). end_to_end = all of them. Every backend sees the same synthetic
-street frames (1242x375 by default) after --warmup frames, and the backends are interleaved frame by
-frame so that machine noise hits them alike; compare them through the ratios printed at the end.
+stride 4), tracker, postprocess (full-resolution maps and objects), messages (the node's output messages as
+it builds them: panoptic 16UC1 and semantic mono8 serialised, tracks). end_to_end = all of them. Every
+backend sees the same synthetic street frames (1242x375 by default) after --warmup frames, and the backends
+are interleaved frame by frame so that machine noise hits them alike; compare them through the ratios
+printed at the end.
 
 Without --model a random-weight model of --config is built (and exported for ONNX Runtime), which has the
 cost of a trained one; --model times a real file.
@@ -46,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _pipelines(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    import numpy as np
     import torch
 
     from vknet_model.backends import open_backend
@@ -66,13 +68,13 @@ def _pipelines(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     pipelines = {}
     for name in args.backends:
         if name == "torch":
-            pipelines[name] = Pipeline(TorchBackend(frame_net, cfg, args.device))
+            pipelines[name] = Pipeline(TorchBackend(frame_net, cfg, args.device), panoptic_dtype=np.uint16)
         else:
             onnx = workdir / "model.onnx"
             if not onnx.is_file():
                 print(f"exporting {cfg.model.input_height}x{cfg.model.input_width} ONNX for {name} ...", flush=True)
                 export_onnx(frame_net, cfg, onnx)
-            pipelines[name] = Pipeline(open_backend(onnx, backend=name, device=args.device))
+            pipelines[name] = Pipeline(open_backend(onnx, backend=name, device=args.device), panoptic_dtype=np.uint16)
     return pipelines
 
 
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from std_msgs.msg import Header
 
     from training.synth import SynthConfig, render_sequence
-    from vknet_ros.conversions import labels_to_image_msg
+    from vknet_ros.conversions import labels_to_serialized_image
     from vknet_ros.messages import tracks_msg
 
     if args.frames < 10:
@@ -103,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
                 start = time.perf_counter()
                 out = pipeline.step(image, stamp=0.1 * t, frame_id="camera")
                 msg_start = time.perf_counter()
-                labels_to_image_msg(out.panoptic, header, "16UC1")
-                labels_to_image_msg(out.semantic, header, "mono8")
+                labels_to_serialized_image(out.panoptic, header, "16UC1")
+                labels_to_serialized_image(out.semantic, header, "mono8")
                 tracks_msg(out.objects, header)
                 done = time.perf_counter()
                 if t < args.warmup:

@@ -12,7 +12,7 @@ Decoding only reads fields, so it works on any object shaped like the message: r
 from __future__ import annotations
 
 import functools
-import sys
+import struct
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -158,6 +158,44 @@ def labels_to_image_msg(labels: np.ndarray, header: Header, encoding: str) -> Im
     """
     from sensor_msgs.msg import Image
 
+    pixels = _label_pixels(labels, encoding)
+    height, width = labels.shape
+    msg = Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
+                step=width * pixels.itemsize)
+    # Assigned after construction: the constructor would copy the data into an array.array twice.
+    msg.data = pixels.tobytes()
+    return msg
+
+
+def labels_to_serialized_image(labels: np.ndarray, header: Header, encoding: str) -> bytes:
+    """:func:`labels_to_image_msg`, already serialised: the CDR bytes of that ``sensor_msgs/Image``.
+
+    ``Publisher.publish`` takes them as they are. The node's panoptic map goes out this way because building
+    the Python message copies the pixels twice more (into its ``array.array``, then into rclpy's C message)
+    and rmw then serialises them once more. Same checks and errors as :func:`labels_to_image_msg`;
+    tests/test_conversions.py deserialises the bytes with rclpy and compares every field.
+    """
+    pixels = _label_pixels(labels, encoding)
+    height, width = labels.shape
+    # Plain CDR, little endian (encapsulation 0x0001): each field aligned to its size from the body's start.
+    body = bytearray(struct.pack("<iI", header.stamp.sec, header.stamp.nanosec))
+    _cdr_string(body, header.frame_id)
+    body += bytes(-len(body) % 4) + struct.pack("<II", height, width)
+    _cdr_string(body, encoding)
+    body.append(0)  # is_bigendian
+    body += bytes(-len(body) % 4) + struct.pack("<II", width * pixels.itemsize, pixels.nbytes)  # step, data length
+    return b"".join((b"\x00\x01\x00\x00", body, pixels))  # type: ignore[arg-type]  # join takes any buffer
+
+
+def _cdr_string(body: bytearray, text: str) -> None:
+    """Append a CDR string: uint32 length counting the terminating NUL, the UTF-8 bytes, the NUL."""
+    raw = text.encode() + b"\0"
+    body += struct.pack("<I", len(raw)) + raw
+
+
+def _label_pixels(labels: np.ndarray, encoding: str) -> np.ndarray:
+    """The label map as a C-contiguous little-endian array of the encoding's dtype (is_bigendian 0 on every
+    host), after the range check; raises ValueError as :func:`labels_to_image_msg` documents."""
     dtype = label_dtype(encoding)
     if labels.ndim != 2:
         raise ValueError(f"expected a label map [H, W], got shape {list(labels.shape)}")
@@ -165,12 +203,7 @@ def labels_to_image_msg(labels: np.ndarray, header: Header, encoding: str) -> Im
     if labels.dtype != dtype and labels.size and (int(labels.min()) < info.min or int(labels.max()) > info.max):
         raise ValueError(f"labels span [{labels.min()}, {labels.max()}], outside {encoding}'s "
                          f"[{info.min}, {info.max}]")
-    height, width = labels.shape
-    msg = Image(header=header, height=height, width=width, encoding=encoding,
-                is_bigendian=int(sys.byteorder == "big"), step=width * dtype.itemsize)
-    # Assigned after construction: the constructor would copy the data into an array.array twice.
-    msg.data = np.ascontiguousarray(labels, dtype=dtype).tobytes()
-    return msg
+    return np.ascontiguousarray(labels, dtype=dtype.newbyteorder("<"))
 
 
 def image_msg_to_labels(msg: Image) -> np.ndarray:

@@ -44,7 +44,7 @@ from vknet_ros.conversions import (
     compressed_msg_to_rgb,
     decode_image,
     label_dtype,
-    labels_to_image_msg,
+    labels_to_serialized_image,
     rgb_to_image_msg,
 )
 from vknet_ros.messages import class_map_msg, markers_msg, tracks_msg
@@ -350,10 +350,11 @@ class VKNetNode(LifecycleNode):
     def _publish(self, header: Header, rgb: np.ndarray, result: FrameResult) -> None:
         s, pubs = self.settings, self._pubs
         assert s is not None
+        # The label images go out pre-serialised: fewer copies of the pixels than a Python Image message.
         if pubs["panoptic"] is not None:
-            pubs["panoptic"].publish(labels_to_image_msg(result.panoptic, header, s.panoptic_encoding))
+            pubs["panoptic"].publish(labels_to_serialized_image(result.panoptic, header, s.panoptic_encoding))
         if pubs["semantic"] is not None and pubs["semantic"].get_subscription_count() > 0:
-            pubs["semantic"].publish(labels_to_image_msg(result.semantic, header, "mono8"))
+            pubs["semantic"].publish(labels_to_serialized_image(result.semantic, header, "mono8"))
         pubs["tracks"].publish(tracks_msg(result.objects, header))
         if pubs["overlay"] is not None and pubs["overlay"].get_subscription_count() > 0:
             overlay = draw_overlay(rgb, result.semantic, result.panoptic, result.objects)
