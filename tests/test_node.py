@@ -151,13 +151,15 @@ def _burst(harness: Harness, processed_at_last_receipt: list[int]) -> None:
         harness.image_pub.publish(frame_msg(t))
         time.sleep(period)
     assert wait_for(lambda: harness.node.counters["received"] == 101, 10.0)
-    time.sleep(max(1.0, 5 * per_frame))
+    # Waits, not a fixed sleep: on a loaded 2-core machine the last frame's processing and the delivery of its
+    # outputs can take a while; what is asserted is what was worked off, not how fast.
     c = harness.node.counters
+    assert wait_for(lambda: c["processed"] + c["dropped"] == 101, 10.0), dict(c)
     assert c["dropped"] > 50, dict(c)
-    assert c["processed"] + c["dropped"] == 101, dict(c)
     assert c["processed"] - processed_at_last_receipt[0] <= 2, "frames were still being worked off after the burst"
-    # the newest frame of the burst is the one processed last
-    assert harness.panoptic[-1].header.stamp == frame_msg(100).header.stamp
+    # the newest frame of the burst is the one processed last, and its outputs arrive
+    newest = frame_msg(100).header.stamp
+    assert wait_for(lambda: harness.panoptic[-1].header.stamp == newest, 10.0), harness.panoptic[-1].header
     harness.image_pub.publish(frame_msg(200, stamp_s=500.0))
     assert wait_for(lambda: harness.panoptic[-1].header.stamp.sec == 500), "the node stopped answering"
 
