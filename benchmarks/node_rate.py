@@ -4,8 +4,11 @@ Plays the same synthetic bag into a freshly started node (its own process, DDS o
 rates and reports, per rate, frames answered and dropped and the latency percentiles; the answer is the
 highest rate with < 5 % drops. Frames are KITTI-sized (1242x375 rgb8) from `vknet synth`.
 
-Usage: python benchmarks/node_rate.py [--rates 2 5 10 15 20] [--frames 40] [--model M] [--backend auto]
-       [--json benchmarks/node_rate.json]
+Usage: python benchmarks/node_rate.py [--rates 2 5 10 15 20] [--frames 40] [--model M | --config r50]
+       [--backend auto] [--json benchmarks/node_rate.json]
+
+--config times a random-weight model of that config (seed 0, exported to ONNX first), which costs what a
+trained one does: the node's overhead against a large network without training one.
 """
 
 from __future__ import annotations
@@ -27,20 +30,39 @@ from vknet_ros.replay import replay_through_node
 MAX_DROP = 0.05
 
 
+def _random_weight_onnx(config: str, out_dir: Path) -> Path:
+    import torch
+
+    from vknet_model.config import resolve_config
+    from vknet_model.export import export_onnx
+    from vknet_model.network import build_frame_net
+
+    cfg = resolve_config(config)
+    torch.manual_seed(0)
+    path = out_dir / f"{config}_random.onnx"
+    print(f"exporting a random-weight {config} model ({cfg.model.input_height}x{cfg.model.input_width}) ...",
+          flush=True)
+    export_onnx(build_frame_net(cfg).eval(), cfg, path)
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", type=float, nargs="+", default=[2.0, 5.0, 10.0, 15.0, 20.0])
     parser.add_argument("--frames", type=int, default=40, help="frames played at each rate (default 40)")
     parser.add_argument("--model", type=Path, help="default: the bundled model (ONNX)")
+    parser.add_argument("--config", help="instead of --model: a random-weight model of this config (tiny, r18, r50)")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/node_rate.json"))
     args = parser.parse_args()
-    model = resolve_model(args.model, prefer_onnx=True)
+    if args.config and args.model:
+        parser.error("give --model or --config, not both")
     env = apply_loopback_environment()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        model = _random_weight_onnx(args.config, root) if args.config else resolve_model(args.model, prefer_onnx=True)
         write_sequences(root / "data", sequences=1, seed=0, split="bench", first_sequence=2000,
                         cfg=SynthConfig(frames=args.frames), progress=False)
         write_bag(root / "bag", kitti_step_sources(root / "data", "bench"), progress=False)
@@ -63,10 +85,11 @@ def main() -> int:
                   f"stages {row['node_stages_ms_p50']}", flush=True)
     kept = [r["rate_hz"] for r in rows if r["drop_fraction"] < MAX_DROP]
     best = max(kept) if kept else None
+    described = f"random-weight {args.config} (seed 0)" if args.config else str(model)
     print(f"highest rate with < {MAX_DROP:.0%} drops: {best if best is not None else 'none of'} Hz "
-          f"(model {model.name}, ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']})")
+          f"(model {described}, ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']})")
     result = {"machine": f"{platform.node()} {platform.machine()}", "date": time.strftime("%Y-%m-%d"),
-              "model": str(model), "backend": args.backend, "device": args.device, "frames": args.frames,
+              "model": described, "backend": args.backend, "device": args.device, "frames": args.frames,
               "image": [375, 1242], "max_drop": MAX_DROP, "highest_rate_hz": best, "rates": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
