@@ -25,3 +25,18 @@ def test_spin_wait_reaches_the_session(spin: bool) -> None:
 def test_the_node_turns_spinning_off_by_default() -> None:
     assert settings_from_values({}).ort_spin_wait is False
     assert settings_from_values({"ort_spin_wait": True}).ort_spin_wait is True
+
+
+def test_torch_options_reach_the_backend_and_bad_ones_are_refused() -> None:
+    from vknet_model.bundled import BUNDLED_MODEL
+    from vknet_ros.node import load_pipeline
+    from vknet_ros.node_settings import SettingsError
+
+    settings = settings_from_values({"model": str(BUNDLED_MODEL), "backend": "torch", "device": "cpu",
+                                     "torch_precision": "bf16"})
+    pipeline, line = load_pipeline(settings)
+    assert pipeline.backend.precision == "bf16" and "bf16" in line  # type: ignore[attr-defined]
+    with pytest.raises(SettingsError, match="torch_precision='fp64' is not one of"):
+        settings_from_values({"torch_precision": "fp64"})
+    with pytest.raises(Exception, match="cuda_graph needs a CUDA device"):
+        load_pipeline(settings_from_values({"model": str(BUNDLED_MODEL), "device": "cpu", "cuda_graph": True}))

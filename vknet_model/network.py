@@ -145,14 +145,16 @@ class FrameNet(nn.Module):
             thresholds: float32 [3] (instance_score_thr, overlap_thr, mask_thr), see :func:`threshold_tensor`.
         """
         out = self.net(image.to(torch.float32), prev_kernels, use_prev)
-        cls_scores = out.cls_logits[-1][0].sigmoid()
+        # The assembly and every output are float32 whatever precision the network ran in (autocast on a GPU):
+        # thresholds and argmax ties must not depend on it. In float32 these casts are no-ops.
+        cls_scores = out.cls_logits[-1][0].float().sigmoid()
         slots = assemble_panoptic(
-            cls_scores, out.mask_logits[-1][0], out.sem_logits[0],
+            cls_scores, out.mask_logits[-1][0].float(), out.sem_logits[0].float(),
             num_proposals=self.net.num_proposals, num_thing_classes=self.num_thing_classes,
             instance_score_thr=thresholds[0], overlap_thr=thresholds[1], mask_thr=thresholds[2],
         )
         return VKNetOutput(cls_scores, slots.slot_map, slots.semantic_map, slots.scores, slots.labels, slots.keep,
-                           slots.areas, slots.boxes, out.kernels, out.embeddings[0])
+                           slots.areas, slots.boxes, out.kernels.float(), out.embeddings[0].float())
 
 
 def build_model(cfg: VKNetConfig) -> VKNet:

@@ -258,6 +258,9 @@ class Pipeline:
         image_tensor = torch.from_numpy(network_input).to(self.backend.device)
         t1 = time.perf_counter()
         out = self.backend.infer(image_tensor, self._prev_kernels, self._use_prev[not reason], self._thresholds)
+        if self.backend.device.type == "cuda":
+            # The network's time is the GPU's, not its launch's (the host copy below would wait anyway).
+            torch.cuda.synchronize(self.backend.device)
         t2 = time.perf_counter()
         # One host copy of the small outputs (on a GPU: a few hundred KB); all later work is numpy.
         host = _HostOutputs.of(out)

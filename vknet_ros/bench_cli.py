@@ -18,6 +18,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import resource
@@ -39,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"],
                         choices=("torch", "onnxruntime", "tensorrt"), help="backends to compare (default both CPU)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+                        help="torch backend: autocast precision (default fp32)")
+    parser.add_argument("--cuda-graph", action="store_true", help="torch backend on CUDA: replay a CUDA graph")
     parser.add_argument("--frames", type=int, default=50, help="timed frames per backend (default 50, min 10)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed frames first (default 5)")
     parser.add_argument("--height", type=int, default=375, help="camera image height (default 375)")
@@ -68,7 +72,8 @@ def _pipelines(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     pipelines = {}
     for name in args.backends:
         if name == "torch":
-            pipelines[name] = Pipeline(TorchBackend(frame_net, cfg, args.device), panoptic_dtype=np.uint16)
+            backend = TorchBackend(frame_net, cfg, args.device, precision=args.precision, cuda_graph=args.cuda_graph)
+            pipelines[name] = Pipeline(backend, panoptic_dtype=np.uint16)
         else:
             onnx = workdir / "model.onnx"
             if not onnx.is_file():
@@ -82,45 +87,67 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"p50": statistics.median(values), "p90": percentile(values, 0.9)}
 
 
-def run(args: argparse.Namespace) -> int:
+def _message_builder() -> Any | None:
+    """Builds the node's output messages for one frame; None without ROS 2 (a GPU machine may have none)."""
+    if importlib.util.find_spec("std_msgs") is None:
+        return None
     from std_msgs.msg import Header
 
-    from training.synth import SynthConfig, render_sequence
     from vknet_ros.conversions import labels_to_serialized_image
     from vknet_ros.messages import tracks_msg
 
+    def build(out: Any) -> None:
+        header = Header(frame_id="camera")
+        labels_to_serialized_image(out.panoptic, header, "16UC1")
+        labels_to_serialized_image(out.semantic, header, "mono8")
+        tracks_msg(out.objects, header)
+
+    return build
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.synth import SynthConfig, render_sequence
+
+    build_messages = _message_builder()
+    if build_messages is None:
+        print("ROS 2 messages are not installed: the messages stage is not timed", flush=True)
     if args.frames < 10:
         print("error: --frames must be at least 10", file=sys.stderr)
         return 2
     total = args.frames + args.warmup
     images, _ = render_sequence(0, 2000, SynthConfig(frames=min(total, 60), height=args.height, width=args.width))
     frames = [images[i % len(images)] for i in range(total)]
+    from vknet_model.backends import BackendError
+
     with tempfile.TemporaryDirectory() as tmp:
-        pipelines = _pipelines(args, Path(tmp))
+        try:
+            pipelines = _pipelines(args, Path(tmp))
+        except BackendError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         times: dict[str, dict[str, list[float]]] = {b: {s: [] for s in (*STAGES, "end_to_end")} for b in pipelines}
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         for t, image in enumerate(frames):
             for name, pipeline in pipelines.items():  # interleaved: the same noise for every backend
-                header = Header(frame_id="camera")
                 start = time.perf_counter()
                 out = pipeline.step(image, stamp=0.1 * t, frame_id="camera")
                 msg_start = time.perf_counter()
-                labels_to_serialized_image(out.panoptic, header, "16UC1")
-                labels_to_serialized_image(out.semantic, header, "mono8")
-                tracks_msg(out.objects, header)
+                if build_messages is not None:
+                    build_messages(out)
                 done = time.perf_counter()
                 if t < args.warmup:
                     continue
                 series = times[name]
                 for stage in ("preprocess", "network", "tracker", "postprocess"):
                     series[stage].append(out.timings_ms[stage])
-                series["messages"].append(1e3 * (done - msg_start))
+                if build_messages is not None:
+                    series["messages"].append(1e3 * (done - msg_start))
                 series["end_to_end"].append(1e3 * (done - start))
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     config = args.model.name if args.model else args.config
     rows: list[dict[str, Any]] = []
     for name, pipeline in pipelines.items():
-        stats = {stage: _stats(v) for stage, v in times[name].items()}
+        stats = {stage: _stats(v) for stage, v in times[name].items() if v}
         rows.append({
             "backend": name, "config": config, "device": args.device, "describe": pipeline.backend.describe(),
             "frames": args.frames, "image": [args.height, args.width],
@@ -129,14 +156,19 @@ def run(args: argparse.Namespace) -> int:
         })
     print(f"{'backend':<12} " + " ".join(f"{s:>12}" for s in (*STAGES, "end_to_end")) + "   (ms p50 / p90)")
     for row in rows:
-        cells = [f"{row['stages_ms'][s]['p50']:6.1f}/{row['stages_ms'][s]['p90']:<5.1f}" for s in (*STAGES,
-                                                                                                    "end_to_end")]
+        cells = [f"{row['stages_ms'][s]['p50']:6.1f}/{row['stages_ms'][s]['p90']:<5.1f}" if s in row["stages_ms"]
+                 else "-" for s in (*STAGES, "end_to_end")]
         print(f"{row['backend']:<12} " + " ".join(f"{c:>12}" for c in cells))
     result: dict[str, Any] = {
         "machine": f"{platform.node()} {platform.machine()}", "date": time.strftime("%Y-%m-%d"),
         "config": config, "device": args.device, "frames": args.frames, "warmup": args.warmup,
         "peak_rss_mb": peak_rss, "rss_before_timing_mb": rss_before, "results": rows,
     }
+    if args.device.startswith("cuda"):
+        import torch
+
+        result["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated(args.device) / 2**20
+        print(f"peak CUDA memory allocated {result['peak_cuda_allocated_mb']:.0f} MB")
     by_name = {r["backend"]: r for r in rows}
     if "torch" in by_name and "onnxruntime" in by_name:
         ratio = {k: by_name["torch"][k] / by_name["onnxruntime"][k] for k in ("network_ms_p50", "end_to_end_ms_p50")}

@@ -97,7 +97,7 @@ def load_pipeline(settings: NodeSettings) -> tuple[Pipeline, str]:
         raise SettingsError(f"{model} is a checkpoint: backend {backend} needs an exported .onnx "
                             f"(`vknet export --checkpoint {model} --out model.onnx`)")
     # The panoptic map is built in its message encoding's dtype: no conversion or range check per frame.
-    pipeline = Pipeline(_open(model, backend, device, settings.ort_spin_wait), label_divisor=settings.label_divisor,
+    pipeline = Pipeline(_open(model, backend, device, settings), label_divisor=settings.label_divisor,
                         panoptic_dtype=label_dtype(settings.panoptic_encoding))
     apply_thresholds(pipeline, settings)
     expected = pipeline.backend.contract.input_size
@@ -111,10 +111,11 @@ def load_pipeline(settings: NodeSettings) -> tuple[Pipeline, str]:
     return pipeline, f"model {model}, backend {described}{note}"
 
 
-def _open(model: Path, backend: str, device: str, ort_spin_wait: bool) -> Any:
+def _open(model: Path, backend: str, device: str, s: NodeSettings) -> Any:
     from vknet_model.backends import open_backend
 
-    return open_backend(model, backend=backend, device=device, ort_spin_wait=ort_spin_wait)
+    return open_backend(model, backend=backend, device=device, ort_spin_wait=s.ort_spin_wait,
+                        torch_precision=s.torch_precision, cuda_graph=s.cuda_graph)
 
 
 def apply_thresholds(pipeline: Pipeline, s: NodeSettings) -> None:

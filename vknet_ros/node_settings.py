@@ -13,6 +13,7 @@ from typing import Any
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 INPUT_QOS = ("sensor_data", "reliable", "best_effort")
 PANOPTIC_ENCODINGS = ("16UC1", "32SC1")
+TORCH_PRECISIONS = ("fp32", "fp16", "bf16")  # vknet_model.backends.torch_backend.PRECISIONS, without torch
 # Thresholds that take effect on the next frame when changed at run time (`ros2 param set`).
 DYNAMIC = ("instance_score_thr", "overlap_thr", "mask_thr", "init_score_thr", "obj_score_thr", "match_score_thr",
            "reset_gap_s")
@@ -27,6 +28,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "device": ("auto", "cpu | cuda | cuda:N | auto (cuda when available)"),
     "ort_spin_wait": (False, "ONNX Runtime threads busy-wait between runs: faster alone, slower beside the DDS "
                              "threads on few cores (2-core VM at 15 Hz: p90 77-104 ms on, 43-53 ms off)"),
+    "torch_precision": ("fp32", "torch backend (checkpoints): fp32 | fp16 | bf16, the last two through autocast "
+                                "(fp16 for CUDA); the panoptic assembly stays float32"),
+    "cuda_graph": (False, "torch backend on CUDA: record the per-frame forward once as a CUDA graph and replay it"),
     "input_size": ([0, 0], "expected network input [height, width]; [0, 0] = the model's (it is fixed at export)"),
     "compressed_input": (False, "subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image"),
     "input_qos": ("sensor_data", "input QoS: sensor_data (best effort, like cameras) | reliable | best_effort"),
@@ -59,6 +63,8 @@ class NodeSettings:
     backend: str
     device: str
     ort_spin_wait: bool
+    torch_precision: str
+    cuda_graph: bool
     input_size: tuple[int, int]
     compressed_input: bool
     input_qos: str
@@ -131,6 +137,8 @@ def settings_from_values(values: dict[str, Any]) -> NodeSettings:
     return NodeSettings(
         model=str(v["model"]), backend=_choice("backend", v["backend"], BACKENDS), device=device,
         ort_spin_wait=bool(v["ort_spin_wait"]),
+        torch_precision=_choice("torch_precision", v["torch_precision"], TORCH_PRECISIONS),
+        cuda_graph=bool(v["cuda_graph"]),
         input_size=(size[0], size[1]), compressed_input=bool(v["compressed_input"]),
         input_qos=_choice("input_qos", v["input_qos"], INPUT_QOS), input_depth=depth,
         **{name: validate_dynamic(name, v[name]) for name in DYNAMIC},

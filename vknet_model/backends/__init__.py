@@ -16,11 +16,13 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
 def open_backend(model_path: str | Path, backend: str = "auto", device: str = "cpu", *,
-                 ort_spin_wait: bool = True) -> Backend:
+                 ort_spin_wait: bool = True, torch_precision: str = "fp32", cuda_graph: bool = False) -> Backend:
     """Open ``model_path`` with the requested backend.
 
     A checkpoint (.pt) runs on the torch backend; an ONNX file on TensorRT or ONNX Runtime. ``auto`` takes
     TensorRT for an ONNX file when it is installed and ``device`` is cuda, else ONNX Runtime, and says so.
+    ``torch_precision`` and ``cuda_graph`` are the torch backend's options (see ``TorchBackend``); asking for
+    them with an ONNX file is an error rather than a silent no-op.
     """
     model_path = Path(model_path)
     if backend not in BACKENDS:
@@ -34,7 +36,11 @@ def open_backend(model_path: str | Path, backend: str = "auto", device: str = "c
                                f"(`vknet export --checkpoint {model_path} --out model.onnx`)")
         from vknet_model.backends.torch_backend import TorchBackend
 
-        return TorchBackend.from_checkpoint(model_path, device)
+        return TorchBackend.from_checkpoint(model_path, device, precision=torch_precision, cuda_graph=cuda_graph)
+    if torch_precision != "fp32" or cuda_graph:
+        raise BackendError(f"torch_precision and cuda_graph apply to the torch backend (a .pt checkpoint); "
+                           f"{model_path} runs on ONNX Runtime or TensorRT, whose precision is fixed by the file "
+                           f"or the engine build (`vknet engine --fp16`)")
     if model_path.suffix != ".onnx":
         raise BackendError(f"{model_path}: expected a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}) or an .onnx file")
     if backend == "torch":
