@@ -11,7 +11,7 @@ STAMP := $(VENV)/.vknet-stamps
 # pip prints one "Location ... is ignored" line per package for this machine's optional local indexes.
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean gpu-wheels
 
 setup: $(STAMP)/editable
 
@@ -51,3 +51,10 @@ test: lint
 
 clean:
 	rm -rf $(VENV) build
+
+# Wheels the lent GPU machine lacks (Python 3.12 there, no internet): carry build/gpu_wheels to
+# `bash benchmarks/gpu_checks.sh`.
+gpu-wheels: setup
+	$(BIN)/python -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+	    --platform manylinux2014_x86_64 -d build/gpu_wheels pyyaml==6.0.2 tqdm pytest 2>&1 | $(PIP_QUIET)
+	@ls build/gpu_wheels

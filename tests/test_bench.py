@@ -46,3 +46,39 @@ def test_bench_runs_without_ros_and_with_torch_options(tmp_path: Path, capsys: p
     assert "messages stage is not timed" in capsys.readouterr().out
     assert main(["bench", "--config", "tiny", "--backends", "torch", "--cuda-graph", "--frames", "10"]) == 2
     assert "cuda_graph needs a CUDA device" in capsys.readouterr().err
+
+
+def test_schedule_alternates_blocks_and_leaves_each_switch_untimed() -> None:
+    from vknet_ros.bench_cli import schedule
+
+    order = schedule(["a", "b"], frames=3, warmup=1, block=2)
+    assert order[:2] == [("a", 0, False), ("b", 0, False)]
+    assert order[2:6] == [("a", 1, False), ("a", 2, True), ("b", 1, False), ("b", 2, True)]
+    for name in "ab":
+        mine = [(t, timed) for n, t, timed in order if n == name]
+        assert [t for t, _ in mine] == list(range(len(mine)))  # every backend sees the frames in order
+        assert sum(timed for _, timed in mine) == 3
+    # One backend never switches: everything after the warm-up is timed.
+    assert schedule(["a"], frames=3, warmup=1, block=2) == [("a", 0, False), ("a", 1, True), ("a", 2, True),
+                                                              ("a", 3, True)]
+
+
+def test_gpu_checks_dry_run_on_the_cpu(tmp_path: Path) -> None:
+    """benchmarks/gpu_checks.py is what a lent GPU runs; here its steps run on the CPU (bf16 for fp16, no graph)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_checks", Path(__file__).parent.parent / "benchmarks" /
+                                                  "gpu_checks.py")
+    assert spec is not None and spec.loader is not None
+    gpu_checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_checks)
+    assert gpu_checks.main(["--device", "cpu", "--configs", "tiny", "--frames", "10", "--no-tests",
+                            "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [(b["config"], b["variant"]) for b in summary["bench"]] == [("tiny", "fp32"), ("tiny", "bf16")]
+    assert all(b["end_to_end_fps"] > 0 and b["network_ms_p50"] > 0 for b in summary["bench"])
+    assert "bf16" in summary["bench"][1]["describe"]
+    assert summary["assembly"][0]["assembly_ms_p50"] > 0 and summary["assembly"][0]["kernels"] == 37
+    assert (tmp_path / "bench_tiny_bf16.json").is_file()
+    if not __import__("torch").cuda.is_available():
+        assert gpu_checks.main(["--out", str(tmp_path)]) == 2  # a CUDA run on a machine without CUDA: refused

@@ -3,9 +3,12 @@
 Stages per frame: preprocess (letterbox), network (the exported graph: backbone to panoptic assembly at
 stride 4), tracker, postprocess (full-resolution maps and objects), messages (the node's output messages as
 it builds them: panoptic 16UC1 and semantic mono8 serialised, tracks). end_to_end = all of them. Every
-backend sees the same synthetic street frames (1242x375 by default) after --warmup frames, and the backends
-are interleaved frame by frame so that machine noise hits them alike; compare them through the ratios
-printed at the end.
+backend sees the same synthetic street frames (1242x375 by default) after --warmup frames. The backends
+take turns in blocks of --block frames, so that slow drifts of the machine hit them alike, and the first
+frame after each switch is not timed: a backend's threads keep spinning for a while after its run, and
+frame-by-frame alternation let ONNX Runtime's spinning threads take a core from the next torch forward (tiny
+on 2 cores: torch 57 ms interleaved against 28 ms alone). Compare backends through the ratios printed at
+the end.
 
 Without --model a random-weight model of --config is built (and exported for ONNX Runtime), which has the
 cost of a trained one; --model times a real file.
@@ -34,6 +37,30 @@ from vknet_model.percentile import percentile
 STAGES = ("preprocess", "network", "tracker", "postprocess", "messages")
 
 
+def schedule(backends: list[str], frames: int, warmup: int, block: int) -> list[tuple[str, int, bool]]:
+    """The run order as (backend, frame index, timed): each backend runs its warm-up frames, then the
+    backends take turns in blocks of ``block`` frames until each has ``frames`` timed ones. The first frame
+    after a switch to another backend is run but not timed."""
+    order: list[tuple[str, int, bool]] = []
+    done = dict.fromkeys(backends, 0)
+    timed = dict.fromkeys(backends, 0)
+    for name in backends:
+        order += [(name, i, False) for i in range(warmup)]
+        done[name] = warmup
+    previous = backends[-1]
+    while any(timed[name] < frames for name in backends):
+        for name in backends:
+            count = 0
+            while count < block and timed[name] < frames:
+                switched = name != previous and count == 0 and len(backends) > 1
+                order.append((name, done[name], not switched))
+                done[name] += 1
+                timed[name] += not switched
+                count += 1
+                previous = name
+    return order
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="tiny", help="tiny, r18, r50 or a YAML (default tiny)")
     parser.add_argument("--model", type=Path, help="a checkpoint (.pt) to time instead of random weights")
@@ -45,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cuda-graph", action="store_true", help="torch backend on CUDA: replay a CUDA graph")
     parser.add_argument("--frames", type=int, default=50, help="timed frames per backend (default 50, min 10)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed frames first (default 5)")
+    parser.add_argument("--block", type=int, default=10, help="frames a backend runs in a row (default 10)")
     parser.add_argument("--height", type=int, default=375, help="camera image height (default 375)")
     parser.add_argument("--width", type=int, default=1242, help="camera image width (default 1242)")
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -114,9 +142,11 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 10:
         print("error: --frames must be at least 10", file=sys.stderr)
         return 2
-    total = args.frames + args.warmup
-    images, _ = render_sequence(0, 2000, SynthConfig(frames=min(total, 60), height=args.height, width=args.width))
-    frames = [images[i % len(images)] for i in range(total)]
+    if args.block < 2:
+        print("error: --block must be at least 2", file=sys.stderr)
+        return 2
+    images, _ = render_sequence(0, 2000, SynthConfig(frames=min(args.frames + args.warmup, 60), height=args.height,
+                                                     width=args.width))
     from vknet_model.backends import BackendError
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,16 +157,15 @@ def run(args: argparse.Namespace) -> int:
             return 2
         times: dict[str, dict[str, list[float]]] = {b: {s: [] for s in (*STAGES, "end_to_end")} for b in pipelines}
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        for t, image in enumerate(frames):
-            for name, pipeline in pipelines.items():  # interleaved: the same noise for every backend
-                start = time.perf_counter()
-                out = pipeline.step(image, stamp=0.1 * t, frame_id="camera")
-                msg_start = time.perf_counter()
-                if build_messages is not None:
-                    build_messages(out)
-                done = time.perf_counter()
-                if t < args.warmup:
-                    continue
+        for name, t, timed in schedule(list(pipelines), args.frames, args.warmup, args.block):
+            pipeline = pipelines[name]
+            start = time.perf_counter()
+            out = pipeline.step(images[t % len(images)], stamp=0.1 * t, frame_id="camera")
+            msg_start = time.perf_counter()
+            if build_messages is not None:
+                build_messages(out)
+            done = time.perf_counter()
+            if timed:
                 series = times[name]
                 for stage in ("preprocess", "network", "tracker", "postprocess"):
                     series[stage].append(out.timings_ms[stage])
