@@ -56,5 +56,5 @@ clean:
 # `bash benchmarks/gpu_checks.sh`.
 gpu-wheels: setup
 	$(BIN)/python -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
-	    --platform manylinux2014_x86_64 -d build/gpu_wheels pyyaml==6.0.2 tqdm pytest 2>&1 | $(PIP_QUIET)
+	    --platform manylinux2014_x86_64 -d build/gpu_wheels pyyaml==6.0.2 tqdm pytest pytest-timeout 2>&1 | $(PIP_QUIET)
 	@ls build/gpu_wheels

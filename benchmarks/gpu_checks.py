@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -53,13 +54,14 @@ def run_cuda_tests(out: Path) -> dict[str, Any]:
         import pytest  # noqa: F401
     except ImportError:
         return {"ran": False, "why": "pytest is not installed here (carry build/gpu_wheels)"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider",
            str(REPO / "tests" / "test_torch_backend.py")]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
     (out / "tests.log").write_text(proc.stdout + proc.stderr)
-    tail = (proc.stdout.strip().splitlines() or [""])[-1]
-    return {"ran": True, "returncode": proc.returncode, "last_line": tail, "seconds": time.perf_counter() - start}
+    counts = [line for line in proc.stdout.splitlines() if re.search(r"\d+ (passed|failed|skipped|errors?)\b", line)]
+    return {"ran": True, "returncode": proc.returncode, "result": counts[-1] if counts else "no result line",
+            "seconds": time.perf_counter() - start}
 
 
 def run_bench(config: str, variant: tuple[str, str, bool], device: str, frames: int, out: Path) -> dict[str, Any]:

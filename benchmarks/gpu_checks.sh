@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ -d build/gpu_wheels ]; then
-    python -m pip install -q --no-index --find-links build/gpu_wheels pyyaml tqdm pytest
+    python -m pip install -q --no-index --find-links build/gpu_wheels pyyaml tqdm pytest pytest-timeout
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
