@@ -18,6 +18,7 @@ summary.json gathers the figures; the table printed at the end is what goes into
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import re
@@ -40,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 # (name, precision, CUDA graph). The CPU has no fast fp16 convolutions and no graphs: bf16 is its variant.
 CUDA_VARIANTS = (("fp32", "fp32", False), ("fp16", "fp16", False), ("fp16_graph", "fp16", True))
 CPU_VARIANTS = (("fp32", "fp32", False), ("bf16", "bf16", False))
+TEST_TIMEOUT_S = 240     # the CUDA tests take seconds; the device allows 600 s a call for everything
 GOAL_FPS = 60.0          # r50 at 384x1248, network + assembly + tracker (issue 7)
 GOAL_TRACKER_ASSEMBLY_MS = 2.0
 
@@ -56,8 +58,14 @@ def run_cuda_tests(out: Path) -> dict[str, Any]:
         return {"ran": False, "why": "pytest is not installed here (carry build/gpu_wheels)"}
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider",
            str(REPO / "tests" / "test_torch_backend.py")]
+    if importlib.util.find_spec("pytest_timeout") is not None:
+        cmd += ["--timeout", str(TEST_TIMEOUT_S // 2)]  # one hung test must not eat the device's call
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False, timeout=TEST_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        (out / "tests.log").write_text(f"{exc.stdout or ''}{exc.stderr or ''}")
+        return {"ran": True, "returncode": None, "result": f"timed out after {TEST_TIMEOUT_S} s"}
     (out / "tests.log").write_text(proc.stdout + proc.stderr)
     counts = [line for line in proc.stdout.splitlines() if re.search(r"\d+ (passed|failed|skipped|errors?)\b", line)]
     return {"ran": True, "returncode": proc.returncode, "result": counts[-1] if counts else "no result line",

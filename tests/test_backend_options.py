@@ -28,15 +28,18 @@ def test_the_node_turns_spinning_off_by_default() -> None:
 
 
 def test_torch_options_reach_the_backend_and_bad_ones_are_refused() -> None:
+    from vknet_model.backends import BackendError
+    from vknet_model.backends.torch_backend import PRECISIONS
     from vknet_model.bundled import BUNDLED_MODEL
     from vknet_ros.node import load_pipeline
-    from vknet_ros.node_settings import SettingsError
+    from vknet_ros.node_settings import TORCH_PRECISIONS, SettingsError
 
+    assert tuple(PRECISIONS) == TORCH_PRECISIONS  # the node's list mirrors the backend's (which needs torch)
     settings = settings_from_values({"model": str(BUNDLED_MODEL), "backend": "torch", "device": "cpu",
                                      "torch_precision": "bf16"})
     pipeline, line = load_pipeline(settings)
     assert pipeline.backend.precision == "bf16" and "bf16" in line  # type: ignore[attr-defined]
     with pytest.raises(SettingsError, match="torch_precision='fp64' is not one of"):
         settings_from_values({"torch_precision": "fp64"})
-    with pytest.raises(Exception, match="cuda_graph needs a CUDA device"):
+    with pytest.raises(BackendError, match="cuda_graph needs a CUDA device"):
         load_pipeline(settings_from_values({"model": str(BUNDLED_MODEL), "device": "cpu", "cuda_graph": True}))

@@ -58,6 +58,8 @@ def test_schedule_alternates_blocks_and_leaves_each_switch_untimed() -> None:
         mine = [(t, timed) for n, t, timed in order if n == name]
         assert [t for t, _ in mine] == list(range(len(mine)))  # every backend sees the frames in order
         assert sum(timed for _, timed in mine) == 3
+    with pytest.raises(ValueError, match="block must be at least 2"):
+        schedule(["a", "b"], frames=3, warmup=1, block=1)  # every frame would follow a switch: none timed
     # One backend never switches: everything after the warm-up is timed.
     assert schedule(["a"], frames=3, warmup=1, block=2) == [("a", 0, False), ("a", 1, True), ("a", 2, True),
                                                               ("a", 3, True)]

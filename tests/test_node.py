@@ -68,7 +68,7 @@ class Harness:
         self.semantic: list[Image] = []
         self.tracks: list[TrackedObjectArray] = []
         self.client.create_subscription(Image, "panoptic", self.panoptic.append, RELIABLE)
-        self.client.create_subscription(Image, "semantic", self.semantic.append, RELIABLE)
+        self.semantic_sub = self.client.create_subscription(Image, "semantic", self.semantic.append, RELIABLE)
         self.client.create_subscription(TrackedObjectArray, "tracks", self.tracks.append, RELIABLE)
         self.executor = MultiThreadedExecutor(num_threads=3)
         self.executor.add_node(self.node)
@@ -77,8 +77,10 @@ class Harness:
 
     def connected(self, pub: Any = None) -> bool:
         pub = pub or self.image_pub
+        # The semantic image goes out only while the node's publisher has matched a subscription.
+        semantic = self.node._pubs["semantic"]
         return wait_for(lambda: pub.get_subscription_count() > 0 and self.client.count_publishers("panoptic") > 0
-                        and self.client.count_publishers("semantic") > 0, 10.0)
+                        and semantic.get_subscription_count() > 0, 10.0)
 
     def close(self) -> None:
         assert self.spinner.stop(), "the executor thread did not stop"
@@ -116,6 +118,35 @@ def test_frames_in_outputs_out_with_the_input_header(harness: Harness) -> None:
     assert panoptic.shape == (HEIGHT, WIDTH) and harness.panoptic[-1].encoding == "16UC1"
     assert set(np.unique(panoptic // 1000)) <= set(range(19))
     assert harness.node.counters["processed"] == 8 and harness.node.counters["dropped"] == 0
+
+
+def test_semantic_goes_out_only_while_subscribed(onnx_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vknet_ros.node as node_module
+
+    encoded: list[str] = []
+    real = node_module.labels_to_serialized_image
+
+    def recording(labels: np.ndarray, header: Header, encoding: str) -> bytes:
+        encoded.append(encoding)
+        return real(labels, header, encoding)
+
+    monkeypatch.setattr(node_module, "labels_to_serialized_image", recording)
+    harness = Harness(onnx_model)
+    try:
+        assert harness.connected()
+        semantic_pub = harness.node._pubs["semantic"]
+        harness.client.destroy_subscription(harness.semantic_sub)
+        assert wait_for(lambda: semantic_pub.get_subscription_count() == 0)
+        harness.image_pub.publish(frame_msg(0))
+        assert wait_for(lambda: len(harness.panoptic) == 1)
+        assert encoded == ["16UC1"] and not harness.semantic, "the semantic image was built for nobody"
+        harness.client.create_subscription(Image, "semantic", harness.semantic.append, RELIABLE)
+        assert wait_for(lambda: semantic_pub.get_subscription_count() == 1)
+        harness.image_pub.publish(frame_msg(1))
+        assert wait_for(lambda: len(harness.semantic) == 1), "a new subscriber gets the semantic image"
+        assert encoded == ["16UC1", "16UC1", "mono8"]
+    finally:
+        harness.close()
 
 
 def test_a_burst_leaves_no_backlog_and_the_node_keeps_answering(onnx_model: Path,

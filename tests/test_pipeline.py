@@ -56,6 +56,7 @@ def test_panoptic_in_a_message_dtype_holds_the_same_ids(torch_pipeline: Pipeline
     wide = torch_pipeline.step(street(1), stamp=0.0, frame_id="cam")
     got = narrow.step(street(1), stamp=0.0, frame_id="cam")
     assert got.panoptic.dtype == np.uint16 and np.array_equal(got.panoptic, wide.panoptic)
+    assert "semantic" not in vars(got), "the semantic map is built on first use, not in step()"
     assert np.array_equal(got.semantic, wide.semantic)
     with pytest.raises(ValueError, match="more than uint8 holds"):
         Pipeline(torch_pipeline.backend, panoptic_dtype=np.uint8)

@@ -90,6 +90,7 @@ def test_cuda_graph_replays_the_eager_forward(precision: str) -> None:
     graphed = TorchBackend.from_checkpoint(BUNDLED_MODEL, "cuda", precision=precision, cuda_graph=True)
     frames = _inputs(eager)
     ref, got = _run(eager, frames), _run(graphed, frames)
+    assert graphed._graph is not None, "the forward was not recorded"
     # The same kernels on the same inputs; and frame 0's result is still intact after three more replays.
     for a, b in zip(got, ref, strict=True):
         for name, x, y in zip(a._fields, a, b, strict=True):

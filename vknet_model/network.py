@@ -145,8 +145,9 @@ class FrameNet(nn.Module):
             thresholds: float32 [3] (instance_score_thr, overlap_thr, mask_thr), see :func:`threshold_tensor`.
         """
         out = self.net(image.to(torch.float32), prev_kernels, use_prev)
-        # The assembly and every output are float32 whatever precision the network ran in (autocast on a GPU):
-        # thresholds and argmax ties must not depend on it. In float32 these casts are no-ops.
+        # The assembly and every output are float32 whatever precision the network ran in (autocast): thresholds
+        # and argmax ties must not depend on it. None of the assembly's ops is on autocast's reduced-precision
+        # lists, so on float32 inputs it runs in float32. In float32 these casts are no-ops.
         cls_scores = out.cls_logits[-1][0].float().sigmoid()
         slots = assemble_panoptic(
             cls_scores, out.mask_logits[-1][0].float(), out.sem_logits[0].float(),

@@ -64,7 +64,8 @@ class FrameResult:
         panoptic: [H, W] in the pipeline's ``panoptic_dtype`` (int32 by default), class_id * label_divisor +
             instance (instance 0 for stuff and untracked pixels).
         objects: tracked things visible in this frame.
-        class_cells: uint8 [H/4, W/4] dataset class per network cell at stride 4, what ``semantic`` is made of.
+        class_cells: uint8 dataset class per cell of the letterboxed network input at stride 4 (padding
+            included, e.g. [48, 160] for a 192x640 input), what ``semantic`` is made of.
         upsample: brings a stride-4 map to [H, W] (nearest cell).
         reset_reason: why the temporal state was reset before this frame ("" if it was not).
         timings_ms: per-stage wall time.
@@ -262,7 +263,7 @@ class Pipeline:
             # The network's time is the GPU's, not its launch's (the host copy below would wait anyway).
             torch.cuda.synchronize(self.backend.device)
         t2 = time.perf_counter()
-        # One host copy of the small outputs (on a GPU: a few hundred KB); all later work is numpy.
+        # The small outputs go to the host once (on a GPU: a few hundred KB); all later work is numpy.
         host = _HostOutputs.of(out)
         if not (_all_finite(out.kernels) and np.isfinite(host.embeddings).all()):
             self._pending_reset = "non-finite network output"

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from vknet_model.percentile import percentile
+from vknet_ros.node_settings import TORCH_PRECISIONS
 
 STAGES = ("preprocess", "network", "tracker", "postprocess", "messages")
 
@@ -41,6 +42,9 @@ def schedule(backends: list[str], frames: int, warmup: int, block: int) -> list[
     """The run order as (backend, frame index, timed): each backend runs its warm-up frames, then the
     backends take turns in blocks of ``block`` frames until each has ``frames`` timed ones. The first frame
     after a switch to another backend is run but not timed."""
+    if block < 2 and len(backends) > 1:
+        raise ValueError(f"block must be at least 2 with several backends (got {block}): the first frame of "
+                         f"each block is not timed")
     order: list[tuple[str, int, bool]] = []
     done = dict.fromkeys(backends, 0)
     timed = dict.fromkeys(backends, 0)
@@ -67,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"],
                         choices=("torch", "onnxruntime", "tensorrt"), help="backends to compare (default both CPU)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+    parser.add_argument("--precision", default="fp32", choices=TORCH_PRECISIONS,
                         help="torch backend: autocast precision (default fp32)")
     parser.add_argument("--cuda-graph", action="store_true", help="torch backend on CUDA: replay a CUDA graph")
     parser.add_argument("--frames", type=int, default=50, help="timed frames per backend (default 50, min 10)")
@@ -136,6 +140,9 @@ def _message_builder() -> Any | None:
 def run(args: argparse.Namespace) -> int:
     from training.synth import SynthConfig, render_sequence
 
+    if (args.precision != "fp32" or args.cuda_graph) and set(args.backends) != {"torch"}:
+        print(f"note: --precision {args.precision}{' --cuda-graph' if args.cuda_graph else ''} applies to the "
+              f"torch backend only; the others run as their files or engines are built", flush=True)
     build_messages = _message_builder()
     if build_messages is None:
         print("ROS 2 messages are not installed: the messages stage is not timed", flush=True)

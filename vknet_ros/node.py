@@ -358,7 +358,8 @@ class VKNetNode(LifecycleNode):
             pubs["semantic"].publish(labels_to_serialized_image(result.semantic, header, "mono8"))
         pubs["tracks"].publish(tracks_msg(result.objects, header))
         if pubs["overlay"] is not None and pubs["overlay"].get_subscription_count() > 0:
-            overlay = draw_overlay(rgb, result.semantic, result.panoptic, result.objects)
+            overlay = draw_overlay(rgb, result.semantic, result.panoptic, result.objects,
+                                   label_divisor=s.label_divisor)
             pubs["overlay"].publish(rgb_to_image_msg(overlay, header, "bgr8"))
         if pubs["markers"] is not None and pubs["markers"].get_subscription_count() > 0:
             height, width = rgb.shape[:2]

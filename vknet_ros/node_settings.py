@@ -29,7 +29,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "ort_spin_wait": (False, "ONNX Runtime threads busy-wait between runs: faster alone, slower beside the DDS "
                              "threads on few cores (2-core VM at 15 Hz: p90 77-104 ms on, 43-53 ms off)"),
     "torch_precision": ("fp32", "torch backend (checkpoints): fp32 | fp16 | bf16, the last two through autocast "
-                                "(fp16 for CUDA); the panoptic assembly stays float32"),
+                                "(fp16 is the GPU's); the panoptic assembly stays float32"),
     "cuda_graph": (False, "torch backend on CUDA: record the per-frame forward once as a CUDA graph and replay it"),
     "input_size": ([0, 0], "expected network input [height, width]; [0, 0] = the model's (it is fixed at export)"),
     "compressed_input": (False, "subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image"),
@@ -45,7 +45,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "label_divisor": (1000, "panoptic pixel = class_id * label_divisor + instance"),
     "panoptic_encoding": ("16UC1", "16UC1 (RViz shows it) | 32SC1"),
     "publish_panoptic": (True, "publish the panoptic id image"),
-    "publish_semantic": (True, "publish the semantic class image (mono8)"),
+    "publish_semantic": (True, "publish the semantic class image (mono8; only while someone subscribes)"),
     "publish_overlay": (True, "publish the overlay (only while someone subscribes)"),
     "publish_markers": (True, "publish RViz markers (only while someone subscribes)"),
     "diagnostics_period_s": (1.0, "period of /diagnostics"),

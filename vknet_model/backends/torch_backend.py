@@ -1,7 +1,8 @@
 """PyTorch backend: the FrameNet on CPU or CUDA (the reference the other backends are checked against).
 
-Options for a GPU: ``precision`` runs the network under autocast (fp16 on CUDA, bf16 on either; the panoptic
-assembly stays in float32 inside FrameNet, and every output is float32 as the contract says), and
+Options for a GPU: ``precision`` runs the network under autocast (fp16 or bf16 on either device, fp16 being
+the GPU's; the panoptic assembly stays in float32 inside FrameNet, and every output is float32 as the
+contract says), and
 ``cuda_graph`` records the whole per-frame forward once and replays it, which removes the launch overhead
 of its several hundred small kernels. The graph is possible because the network is a pure function of
 static-shape tensors with no host synchronisation inside.
@@ -74,10 +75,12 @@ class TorchBackend(Backend):
         inputs = (image, prev_kernels, use_prev, thresholds)
         if not self.cuda_graph:
             return self._forward(*inputs)
-        if self._graph is None:
-            self._graph = _GraphedForward(self._forward, inputs)
-            _LOG.info("recorded the %s forward as a CUDA graph", self.precision)
-        return self._graph(*inputs)
+        # Streams, capture and replay act on the current CUDA device: make it this backend's (cuda:N).
+        with torch.cuda.device(self.device):
+            if self._graph is None:
+                self._graph = _GraphedForward(self._forward, inputs, self.device)
+                _LOG.info("recorded the %s forward as a CUDA graph on %s", self.precision, self.device)
+            return self._graph(*inputs)
 
     def describe(self) -> str:
         h, w = self.contract.input_size
@@ -93,14 +96,14 @@ class _GraphedForward:
     copies of a few hundred KB).
     """
 
-    def __init__(self, forward: Forward, example: tuple[torch.Tensor, ...]) -> None:
+    def __init__(self, forward: Forward, example: tuple[torch.Tensor, ...], device: torch.device) -> None:
         self._inputs = tuple(t.detach().clone() for t in example)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
+        side = torch.cuda.Stream(device=device)
+        side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(GRAPH_WARM_UP):
                 forward(*self._inputs)
-        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.current_stream(device).wait_stream(side)
         self._graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self._graph):
             self._outputs = forward(*self._inputs)
