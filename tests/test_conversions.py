@@ -17,7 +17,7 @@ from vknet_ros.conversions import (
     decode_image,
     image_msg_to_labels,
     image_msg_to_rgb,
-    labels_to_image_msg,
+    label_dtype,
     labels_to_serialized_image,
     rgb_to_image_msg,
 )
@@ -77,24 +77,24 @@ def test_rgb_round_trip_through_bgr8() -> None:
     assert (image_msg_to_rgb(msg) == rgb).all()
 
 
+def _label_msg(labels: np.ndarray, header: Header, encoding: str) -> Image:
+    """What a subscriber receives for the node's serialised label image."""
+    from rclpy.serialization import deserialize_message
+
+    return deserialize_message(labels_to_serialized_image(labels, header, encoding), Image)
+
+
 @pytest.mark.parametrize("encoding", ["mono8", "16UC1", "32SC1"])
 def test_label_round_trip(encoding: str) -> None:
     top = {"mono8": 255, "16UC1": 13_999, "32SC1": 2**31 - 1}[encoding]
     labels = np.array([[0, 1], [top, 7]], dtype=np.int64)
-    msg = labels_to_image_msg(labels, Header(), encoding)
+    msg = _label_msg(labels, Header(), encoding)
     assert (image_msg_to_labels(msg) == labels).all()
-
-
-def test_label_overflow_is_refused() -> None:
-    with pytest.raises(ValueError, match="outside 16UC1"):
-        labels_to_image_msg(np.array([[70_000]]), Header(), "16UC1")
-    with pytest.raises(ValueError, match="outside 16UC1"):
-        labels_to_image_msg(np.array([[-1]], dtype=np.int16), Header(), "16UC1")  # same width, other range
 
 
 def test_labels_already_in_the_encoding_dtype_go_out_unchanged() -> None:
     labels = np.array([[0, 65_535], [18_999, 7]], dtype=np.uint16)  # the full range: nothing to check
-    msg = labels_to_image_msg(labels, Header(), "16UC1")
+    msg = _label_msg(labels, Header(), "16UC1")
     assert msg.step == 4 and msg.is_bigendian == 0
     assert np.array_equal(image_msg_to_labels(msg), labels)
     labels[0, 0] = 5
@@ -104,20 +104,22 @@ def test_labels_already_in_the_encoding_dtype_go_out_unchanged() -> None:
 @pytest.mark.parametrize("encoding", ["mono8", "16UC1", "32SC1"])
 @pytest.mark.parametrize("frame_id", ["", "c", "ca", "cam", "cam0", "camera_optical_frame", "kamera_ü"])
 def test_serialized_label_image_is_the_message_rclpy_would_send(encoding: str, frame_id: str) -> None:
-    from rclpy.serialization import deserialize_message
-
     header = Header(frame_id=frame_id)
     header.stamp.sec, header.stamp.nanosec = -7, 999_999_999  # a signed second and the largest nanosecond
     labels = np.random.default_rng(len(frame_id)).integers(0, 250, (3, 5))
-    expected = labels_to_image_msg(labels, header, encoding)
-    got = deserialize_message(labels_to_serialized_image(labels, header, encoding), Image)
+    pixels = labels.astype(label_dtype(encoding))
+    expected = Image(header=header, height=3, width=5, encoding=encoding, is_bigendian=0,
+                     step=5 * pixels.itemsize, data=pixels.tobytes())
+    got = _label_msg(labels, header, encoding)
     assert got == expected
     assert np.array_equal(image_msg_to_labels(got), labels)
 
 
-def test_serialized_label_image_refuses_what_the_message_refuses() -> None:
+def test_label_overflow_and_malformed_maps_are_refused() -> None:
     with pytest.raises(ValueError, match="outside 16UC1"):
         labels_to_serialized_image(np.array([[70_000]]), Header(), "16UC1")
+    with pytest.raises(ValueError, match="outside 16UC1"):
+        labels_to_serialized_image(np.array([[-1]], dtype=np.int16), Header(), "16UC1")  # same width, other range
     with pytest.raises(ValueError, match="label map"):
         labels_to_serialized_image(np.zeros((2, 2, 1), np.uint16), Header(), "16UC1")
     with pytest.raises(ValueError, match="label encoding"):

@@ -146,34 +146,18 @@ def label_dtype(encoding: str) -> np.dtype:
     return _LABEL_ENCODINGS[encoding]
 
 
-def labels_to_image_msg(labels: np.ndarray, header: Header, encoding: str) -> Image:
-    """Encode a label map [H, W] (semantic or panoptic ids) as a mono8, 16UC1 or 32SC1 image.
+def labels_to_serialized_image(labels: np.ndarray, header: Header, encoding: str) -> bytes:
+    """Encode a label map [H, W] (semantic or panoptic ids) as a mono8, 16UC1 or 32SC1 ``sensor_msgs/Image``,
+    already serialised: the CDR bytes, which ``Publisher.publish`` takes as they are.
 
-    A map already in the encoding's dtype goes out as it is (the node's pipeline builds it so): no range
-    check is needed and no converted copy is made.
+    The node's label images go out this way because building the Python message would copy the pixels twice
+    more (into its ``array.array``, then into rclpy's C message) and rmw would then serialise them once more.
+    A map already in the encoding's dtype (the node's pipeline builds it so) needs no range check and no
+    converted copy. tests/test_conversions.py deserialises the bytes with rclpy and compares every field.
 
     Raises:
         ValueError: unknown encoding, or a label that does not fit the encoding's range (silently
             wrapping ids would corrupt every downstream consumer).
-    """
-    from sensor_msgs.msg import Image
-
-    pixels = _label_pixels(labels, encoding)
-    height, width = labels.shape
-    msg = Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
-                step=width * pixels.itemsize)
-    # Assigned after construction: the constructor would copy the data into an array.array twice.
-    msg.data = pixels.tobytes()
-    return msg
-
-
-def labels_to_serialized_image(labels: np.ndarray, header: Header, encoding: str) -> bytes:
-    """:func:`labels_to_image_msg`, already serialised: the CDR bytes of that ``sensor_msgs/Image``.
-
-    ``Publisher.publish`` takes them as they are. The node's panoptic map goes out this way because building
-    the Python message copies the pixels twice more (into its ``array.array``, then into rclpy's C message)
-    and rmw then serialises them once more. Same checks and errors as :func:`labels_to_image_msg`;
-    tests/test_conversions.py deserialises the bytes with rclpy and compares every field.
     """
     pixels = _label_pixels(labels, encoding)
     height, width = labels.shape
@@ -195,7 +179,7 @@ def _cdr_string(body: bytearray, text: str) -> None:
 
 def _label_pixels(labels: np.ndarray, encoding: str) -> np.ndarray:
     """The label map as a C-contiguous little-endian array of the encoding's dtype (is_bigendian 0 on every
-    host), after the range check; raises ValueError as :func:`labels_to_image_msg` documents."""
+    host), after the range check; raises ValueError as :func:`labels_to_serialized_image` documents."""
     dtype = label_dtype(encoding)
     if labels.ndim != 2:
         raise ValueError(f"expected a label map [H, W], got shape {list(labels.shape)}")
