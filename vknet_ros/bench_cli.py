@@ -42,9 +42,8 @@ def schedule(backends: list[str], frames: int, warmup: int, block: int) -> list[
     """The run order as (backend, frame index, timed): each backend runs its warm-up frames, then the
     backends take turns in blocks of ``block`` frames until each has ``frames`` timed ones. The first frame
     after a switch to another backend is run but not timed."""
-    if block < 2 and len(backends) > 1:
-        raise ValueError(f"block must be at least 2 with several backends (got {block}): the first frame of "
-                         f"each block is not timed")
+    if block < 2:
+        raise ValueError(f"block must be at least 2 (got {block}): the first frame after a switch is not timed")
     order: list[tuple[str, int, bool]] = []
     done = dict.fromkeys(backends, 0)
     timed = dict.fromkeys(backends, 0)
@@ -149,8 +148,10 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 10:
         print("error: --frames must be at least 10", file=sys.stderr)
         return 2
-    if args.block < 2:
-        print("error: --block must be at least 2", file=sys.stderr)
+    try:
+        order = schedule(list(dict.fromkeys(args.backends)), args.frames, args.warmup, args.block)  # as _pipelines keys
+    except ValueError as exc:
+        print(f"error: --{exc}", file=sys.stderr)
         return 2
     images, _ = render_sequence(0, 2000, SynthConfig(frames=min(args.frames + args.warmup, 60), height=args.height,
                                                      width=args.width))
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         times: dict[str, dict[str, list[float]]] = {b: {s: [] for s in (*STAGES, "end_to_end")} for b in pipelines}
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        for name, t, timed in schedule(list(pipelines), args.frames, args.warmup, args.block):
+        for name, t, timed in order:
             pipeline = pipelines[name]
             start = time.perf_counter()
             out = pipeline.step(images[t % len(images)], stamp=0.1 * t, frame_id="camera")
