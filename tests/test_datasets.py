@@ -13,13 +13,24 @@ from training.datasets import (
     AugmentConfig,
     DatasetError,
     FramePairDataset,
+    augment_pair,
     cityscapes_vps_sequences,
     kitti_step_sequences,
     read_kitti_step_panoptic,
     read_rgb,
 )
-from training.synth import CAR, PERSON, SynthConfig, encode_panoptic_png, render_sequence, write_sequences
+from training.synth import (
+    CAR,
+    PERSON,
+    SynthConfig,
+    SyntheticScene,
+    encode_panoptic_png,
+    render_sequence,
+    write_sequences,
+)
+from training.synth_stream import SyntheticPairStream
 from vknet_model.config import KITTI_STEP_CLASSES
+from vknet_model.preprocess import PAD_VALUE
 
 SMALL = SynthConfig(height=96, width=320, frames=6)
 
@@ -116,6 +127,48 @@ def test_key_and_reference_share_scale_flip_and_crop(synth_root: Path) -> None:
     sample = dataset[0]
     original = set(np.unique(sequences[0].labels[0]())) | {255 * 1000}
     assert set(np.unique(sample["key_panoptic"])) <= original
+
+
+def test_crops_past_the_image_are_padded_as_inference_pads() -> None:
+    image = np.full((20, 30, 3), 7, np.uint8)
+    label = np.full((20, 30), 13 * 1000 + 1, np.int32)
+    out = augment_pair([(image, label), (image, label)], AugmentConfig(crop=(32, 40), scale_range=(1.0, 1.0),
+                                                                      flip=False), np.random.default_rng(0), 1000)
+    assert (out["key_image"][:, :20, :30] == 7).all()
+    assert (out["key_image"][:, 20:, :] == np.array(PAD_VALUE, np.uint8)[:, None, None]).all()
+    assert (out["key_image"][:, :, 30:] == np.array(PAD_VALUE, np.uint8)[:, None, None]).all()
+    assert (out["key_panoptic"][20:] == 255 * 1000).all() and (out["key_panoptic"][:20, :30] == 13001).all()
+
+
+def test_scene_frames_render_on_demand_as_the_sequence_does() -> None:
+    images, labels = render_sequence(4, 2, SMALL)
+    scene = SyntheticScene(4, 2, SMALL)
+    for t in (5, 0, 3):
+        image, label = scene.frame(t)
+        assert np.array_equal(image, images[t]) and np.array_equal(label, labels[t])
+    with pytest.raises(IndexError):
+        scene.frame(SMALL.frames)
+
+
+def test_synthetic_stream_never_renders_a_scene_twice() -> None:
+    def numbers(rank: int, world: int, worker: int, workers: int, first: int = 0) -> list[int]:
+        stream = SyntheticPairStream(synth=SMALL, augment=AugmentConfig(crop=(64, 96)), first_scene=first, rank=rank,
+                                     world=world)
+        it = stream.scene_numbers(worker, workers)
+        return [next(it) for _ in range(50)]
+
+    every = [n for rank in range(2) for worker in range(3) for n in numbers(rank, 2, worker, 3)]
+    assert len(set(every)) == len(every) == 300 and min(every) == 0
+    assert min(numbers(0, 1, 0, 1, first=5000)) == 5000
+    stream = SyntheticPairStream(synth=SMALL, augment=AugmentConfig(crop=(64, 96), scale_range=(0.8, 1.2)),
+                                 ref_offsets=(-1, 1), pool=2, pairs_per_scene=2)
+    samples = [s for _, s in zip(range(6), stream, strict=False)]
+    for s in samples:
+        assert s["key_image"].shape == (3, 64, 96) and s["ref_panoptic"].shape == (64, 96)
+        assert not np.array_equal(s["key_image"], s["ref_image"]), "the reference is another frame"
+    # The same stream settings give the same samples (a run is reproducible).
+    again = [s for _, s in zip(range(6), stream, strict=False)]
+    assert all(np.array_equal(a["key_panoptic"], b["key_panoptic"]) for a, b in zip(samples, again, strict=True))
 
 
 def test_cityscapes_vps_reader(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ def test_contract_file_describes_the_model(exported_tiny) -> None:  # type: igno
 # Rounding-level agreement, and the looser bound a frame meets when float rounding flips one pixel of a binarised
 # mask (a logit within ~1e-7 of the threshold, a true discontinuity of the method): measured 2.3e-3 on the kernels.
 STRICT_ATOL, FLIP_ATOL = 1e-4, 1e-2
+MAP_FLIPS = 1e-4  # fraction of merge-grid cells allowed to flip between backends on a strict frame
 
 
 def test_five_frames_feeding_kernels_back_match_pytorch(exported_tiny) -> None:  # type: ignore[no-untyped-def]
@@ -75,6 +76,14 @@ def test_five_frames_feeding_kernels_back_match_pytorch(exported_tiny) -> None: 
             assert a.dtype == b.dtype and a.shape == b.shape, name
             if a.is_floating_point():
                 assert worst[name] < FLIP_ATOL, f"{name} differs by {worst[name]:.2e} on frame {t}"
+            elif strict and name in ("slot_map", "semantic_map"):
+                # A cell whose mask sits on mask_thr to rounding may flip at the merge stride (2: tens of
+                # thousands of cells of random-weight masks); a real mismatch moves many more.
+                flipped = int((a != b).sum())
+                assert flipped <= MAP_FLIPS * a.numel(), f"{name}: {flipped} cells differ on frame {t}"
+            elif strict and name == "slot_areas":
+                flipped = int((expected.slot_map != got.slot_map).sum())
+                assert int((a - b).abs().sum()) <= 2 * flipped, f"{name} differs on frame {t}"
             elif strict:
                 assert torch.equal(a, b), f"{name} differs on frame {t}"
             else:
@@ -135,7 +144,7 @@ def test_contract_shape_mismatch_is_reported(exported_tiny, tmp_path: Path) -> N
     values = contract.to_dict()
     values["outputs"][1]["shape"] = [1, 2]
     copy.with_suffix(".json").write_text(json.dumps(values))
-    with pytest.raises(ContractError, match=r"output slot_map: shape \[48, 160\] != contract \[1, 2\]"):
+    with pytest.raises(ContractError, match=r"output slot_map: shape \[96, 320\] != contract \[1, 2\]"):
         OnnxRuntimeBackend(copy)
 
 

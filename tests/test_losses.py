@@ -78,13 +78,11 @@ def test_rank_loss_hand_example() -> None:
     assert_close(rank_loss(logits, torch.full((1, 3), -1)), torch.tensor(0.0))
 
 
-def test_rank_targets_from_matches_and_stuff() -> None:
-    thing_masks = torch.tensor([[[1, 0, 0, 0]], [[0, 1, 0, 0]]], dtype=torch.bool)          # G = 2
-    stuff_masks = torch.tensor([[[0, 0, 1, 0]], [[0, 0, 0, 0]]], dtype=torch.bool)          # S = 2, one absent
-    owner = rank_targets(5, thing_masks, torch.tensor([3]), torch.tensor([1]), stuff_masks,
-                         stuff_masks.flatten(1).any(1))
-    # instance 0 unmatched -> ignored; instance 1 -> proposal 3; stuff 0 -> kernel 5 + 0; pixel 3 void
-    assert owner.tolist() == [[-1, 3, 5, -1]]
+def test_rank_targets_from_matches() -> None:
+    thing_masks = torch.tensor([[[1.0, 0.0, 0.0, 0.0]], [[0.0, 0.75, 0.5, 0.0]]])          # G = 2, soft
+    owner = rank_targets(thing_masks, torch.tensor([3]), torch.tensor([1]))
+    # instance 0 unmatched -> ignored; instance 1 -> proposal 3 where it covers more than half; the rest nobody's
+    assert owner.tolist() == [[-1, 3, -1, -1]]
 
 
 def test_semantic_ce_ignores_void() -> None:
@@ -112,20 +110,24 @@ PANOPTIC = np.array([
 
 
 def test_targets_from_panoptic_at_half_resolution() -> None:
-    """2x2 cells: car 1 whole, car 2 3/4, road whole; crowd person 3/4; void 1/2 + a 1-pixel person; building 3/4."""
+    """2x2 cells: soft area fractions; car 1 whole, car 2 3/4, crowd person 3/4, void 1/2 + a 1-pixel person kept
+    at 1/4, building 3/4."""
     data = DataConfig()
     t = targets_from_panoptic(PANOPTIC, data, (2, 3))
-    assert t.thing_ids.tolist() == [13001, 13002]                  # person 11005 (1/4 of a cell) vanishes
-    assert t.thing_labels.tolist() == [1, 1]
-    assert t.thing_masks.dtype == torch.bool
-    assert t.thing_masks.int().tolist() == [[[1, 0, 0], [0, 0, 0]], [[0, 1, 0], [0, 0, 0]]]
+    assert t.thing_ids.tolist() == [11005, 13001, 13002]           # the 1-pixel person is kept, softly
+    assert t.thing_labels.tolist() == [0, 1, 1]
+    assert t.thing_masks.dtype == torch.float32
+    assert t.thing_masks.tolist() == [[[0, 0, 0], [0, 0.25, 0]], [[1, 0, 0], [0, 0, 0]], [[0, 0.75, 0], [0, 0, 0]]]
     # crowd keeps its class (person 0); void majority -> 255; road = 2, building = 4
     assert t.semantic.tolist() == [[1, 1, 2], [0, 255, 4]]
     assert t.stuff_masks.shape == (17, 2, 3)
     present = torch.nonzero(t.stuff_present).flatten().tolist()
     assert present == [0, 2]                                       # road (class 2), building (class 4)
-    assert t.stuff_masks[0].int().tolist() == [[0, 0, 1], [0, 0, 0]]
-    assert t.stuff_masks[2].int().tolist() == [[0, 0, 0], [0, 0, 1]]
+    assert t.stuff_masks[0].tolist() == [[0, 0.25, 1], [0.25, 0.25, 0.25]]
+    assert t.stuff_masks[2].tolist() == [[0, 0, 0], [0, 0, 0.75]]
+    # per cell, the fractions of every segment (void and crowd included) add up to one
+    covered = t.thing_masks.sum(0) + t.stuff_masks.sum(0)
+    assert covered.tolist() == [[1, 1, 1], [0.25, 0.5, 1]]
 
 
 def test_targets_from_panoptic_at_full_resolution() -> None:
@@ -133,11 +135,11 @@ def test_targets_from_panoptic_at_full_resolution() -> None:
     assert t.thing_ids.tolist() == [11005, 13001, 13002]
     assert t.thing_labels.tolist() == [0, 1, 1]
     for mask, pid in zip(t.thing_masks, t.thing_ids.tolist(), strict=True):
-        assert torch.equal(mask, torch.from_numpy(np.equal(PANOPTIC, pid)))
+        assert torch.equal(mask, torch.from_numpy(np.equal(PANOPTIC, pid)).float())
     expected = [[1, 1, 1, 1, 2, 2], [1, 1, 1, 2, 2, 2], [0, 0, 255, 0, 2, 4], [0, 2, 255, 2, 4, 4]]
     assert t.semantic.tolist() == expected
     # crowd and void pixels are in no mask
-    covered = t.thing_masks.any(0) | t.stuff_masks.any(0)
+    covered = (t.thing_masks.sum(0) + t.stuff_masks.sum(0)) > 0
     assert covered.int().tolist() == [[1] * 6, [1] * 6, [0, 0, 0, 1, 1, 1], [0, 1, 0, 1, 1, 1]]
 
 
@@ -216,7 +218,7 @@ def test_criterion_hand_case(previous: bool) -> None:
     # initial head: positives proposal 1 (matched on initial masks) and stuff kernel 2
     assert parts["init_bce"] == pytest.approx(float(mask_bce_loss(initial[[1, 2]], targets).mean()))
     assert parts["init_dice"] == pytest.approx(4 * float(dice_loss(initial[[1, 2]], targets).mean()))
-    rank = rank_loss(initial, torch.tensor([[1, 2]]))
+    rank = rank_loss(initial[:2], torch.tensor([[1, -1]]))          # thing proposals only, on the car's pixel
     assert parts["init_rank"] == pytest.approx(0.1 * float(rank))
     assert parts["semantic"] == pytest.approx(float(semantic_ce_loss(out.sem_logits[0], t.semantic)))
     # stage 1: matched on the initial masks (previous) or on its own masks

@@ -103,7 +103,47 @@ def test_thresholds_as_tensors_give_the_same_result() -> None:
     masks = torch.randn(4, 4, 4) * 4
     scores = _scores((0.9, 0.1), (0.3, 0.6), (0.5, 0.7))
     a = _assemble(scores, masks)
-    b = assemble_panoptic(scores, masks, torch.zeros(4, 4, 4), num_proposals=2, num_thing_classes=2, mask_stride=4,
+    sem = torch.zeros(4, 4, 4)
+    sem[2] = 1.0
+    b = assemble_panoptic(scores, masks, sem, num_proposals=2, num_thing_classes=2, mask_stride=4,
                           upsample=1, instance_score_thr=torch.tensor(0.25), overlap_thr=torch.tensor(0.6),
                           mask_thr=torch.tensor(0.5))
     assert torch.equal(a.slot_map, b.slot_map) and torch.equal(a.keep, b.keep)
+
+
+def test_unclaimed_thing_pixels_go_to_the_best_kept_thing_or_stuff() -> None:
+    # A (thing 0, kept) is sure of columns 0-1 and weak (sigmoid 0.4) in column 2; nobody claims columns 2-3.
+    a = _mask(slice(0, 4), slice(0, 2))
+    a[:, 2] = -0.405  # sigmoid ~0.4: below mask_thr (no claim) but above half of it
+    masks = torch.stack([a, _mask(slice(0, 0), slice(0, 0)), _mask(slice(0, 0), slice(0, 0)),
+                         _mask(slice(0, 0), slice(0, 0))])
+    sem = torch.zeros(4, 4, 4)
+    sem[0] = 1.0  # the semantic head calls every pixel thing class 0, with stuff 3 its best stuff class
+    sem[3] = 0.5
+    out = _assemble(_scores((0.9, 0.0), (0.0, 0.0), (0.0, 0.0)), masks, sem)
+    assert out.keep.tolist() == [True, False, False, False]
+    # Column 2 joins A (the best kept thing there); column 3, where no kept thing's mask reaches 0.25, takes the
+    # semantic head's best stuff class (3 here): never thing class 0 without an instance, never void.
+    assert out.slot_map[:, 2].tolist() == [0, 0, 0, 0] and out.slot_map[:, 3].tolist() == [-1, -1, -1, -1]
+    assert out.semantic_map[:, 3].tolist() == [3, 3, 3, 3]
+    assert out.semantic_map[:, 2].tolist() == [0, 0, 0, 0]
+    assert out.areas[0] == 12
+    # Where the semantic head says stuff, unclaimed pixels take its class as before.
+    sem[0], sem[3] = 0.0, 1.0
+    out = _assemble(_scores((0.9, 0.0), (0.0, 0.0), (0.0, 0.0)), masks, sem)
+    assert out.semantic_map[:, 3].tolist() == [3, 3, 3, 3] and out.slot_map[:, 2].tolist() == [-1] * 4
+
+
+def test_merge_from_bilinearly_upsampled_masks() -> None:
+    # A thing whose stride-8 mask covers the left half: at merge stride 2 (x4) the slot map is 4x larger and the
+    # boundary falls halfway between the cells, where the bilinearly interpolated probabilities cross.
+    masks = torch.stack([_mask(slice(0, 4), slice(0, 2)), _mask(slice(0, 0), slice(0, 0)),
+                         _mask(slice(0, 4), slice(2, 4)), _mask(slice(0, 0), slice(0, 0))])
+    sem = torch.zeros(4, 4, 4)
+    sem[2] = 1.0
+    out = assemble_panoptic(_scores((0.9, 0.0), (0.0, 0.0), (0.9, 0.0)), masks, sem,
+                            num_proposals=2, num_thing_classes=2, instance_score_thr=0.25, overlap_thr=0.6,
+                            mask_thr=0.5, mask_stride=8, upsample=4)
+    assert out.slot_map.shape == (16, 16)
+    assert (out.slot_map[:, :8] == 0).all() and (out.slot_map[:, 8:] == 2).all()
+    assert out.areas[0] == 128 and out.boxes[0].tolist() == [0.0, 0.0, 16.0, 32.0]

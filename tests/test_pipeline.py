@@ -36,12 +36,15 @@ def test_outputs_are_at_input_resolution_and_consistent(torch_pipeline: Pipeline
     assert result.panoptic.shape == (h, w) and result.panoptic.dtype == np.int32
     assert result.semantic.shape == (h, w) and result.semantic.dtype == np.uint8
     assert np.array_equal(result.semantic, result.panoptic // divisor)
-    assert result.semantic.max() < 19
+    assert set(np.unique(result.semantic)) <= set(range(19)) | {255}
+    # Every thing pixel carries an instance (or is void): never class 11 or 13 with instance 0.
+    things = np.isin(result.semantic, (11, 13))
+    assert (result.panoptic[things] % divisor > 0).all()
     assert result.objects, "the street frame has cars and people to track"
     for obj in result.objects:
         assert 1 <= obj.instance < divisor and obj.class_id in (11, 13)
         pixels = np.argwhere(result.panoptic == obj.class_id * divisor + obj.instance)
-        # Areas and centroids are computed on the stride-4 grid but must be exact at the input resolution.
+        # Areas and centroids are computed on the merge grid but must be exact at the input resolution.
         assert obj.mask_area == len(pixels)
         np.testing.assert_allclose(obj.centroid, (pixels[:, 1].mean(), pixels[:, 0].mean()), atol=1e-6)
         x1, y1, x2, y2 = obj.box
@@ -55,7 +58,12 @@ def test_panoptic_in_a_message_dtype_holds_the_same_ids(torch_pipeline: Pipeline
     narrow = Pipeline(torch_pipeline.backend, panoptic_dtype=np.uint16)
     wide = torch_pipeline.step(street(1), stamp=0.0, frame_id="cam")
     got = narrow.step(street(1), stamp=0.0, frame_id="cam")
-    assert got.panoptic.dtype == np.uint16 and np.array_equal(got.panoptic, wide.panoptic)
+    assert got.panoptic.dtype == np.uint16
+    # Void is 255 * 1000 in int32, which 16 bits cannot hold: there it is 65535; every other id is the same.
+    assert narrow.void_panoptic == 65535 and torch_pipeline.void_panoptic == 255_000
+    void = wide.panoptic == 255_000
+    assert np.array_equal(got.panoptic == 65535, void)
+    assert np.array_equal(got.panoptic[~void], wide.panoptic[~void])
     assert "semantic" not in vars(got), "the semantic map is built on first use, not in step()"
     assert np.array_equal(got.semantic, wide.semantic)
     with pytest.raises(ValueError, match="more than uint8 holds"):
@@ -68,7 +76,7 @@ def test_panoptic_in_a_message_dtype_holds_the_same_ids(torch_pipeline: Pipeline
 
 @pytest.mark.parametrize("source", [(375, 1242), (97, 203), (480, 640), (1, 1), (2000, 50)])
 def test_upsampling_is_the_nearest_cell_of_every_pixel(source: tuple[int, int]) -> None:
-    geometry = _Geometry(Letterbox.fit(source, (192, 640)))
+    geometry = _Geometry(Letterbox.fit(source, (192, 640)), 4)
     cells = np.random.default_rng(0).integers(0, 19_000, (48, 160)).astype(np.int32)
     expected = cells[geometry.rows[:, None], geometry.cols[None, :]]
     assert np.array_equal(geometry.upsample(cells), expected) and expected.shape == source

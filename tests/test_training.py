@@ -99,6 +99,39 @@ def test_resume_refuses_another_network_but_accepts_a_new_schedule(tiny_data: tu
     assert read_checkpoint(out / "last.pt")["step"] == 3
 
 
+def test_synthetic_stream_training_reports_the_train_held_out_gap(tiny_data: tuple[Path, Path], tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    _, config_path = tiny_data
+    cfg = load_config(config_path)
+    out = tmp_path / "synthetic"
+    caplog.set_level("INFO")
+    train(cfg, RunOptions(data=None, out=out, synthetic=True, iters=2, val_sequences=1, progress=False))
+    assert "fresh synthetic scenes (seed 1000, from scene 0)" in caplog.text
+    # Validation scenes were generated: held-out ones of another seed, and the stream's first training scene.
+    assert sorted(p.name for p in (out / "validation" / "images" / "val").iterdir()) == ["1000"]
+    assert sorted(p.name for p in (out / "validation" / "images" / "train").iterdir()) == ["0000"]
+    with (out / "val.csv").open() as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert {"STQ", "AQ", "SQ", "train_STQ", "train_AQ", "train_SQ", "gap_STQ"} <= set(row)
+    assert float(row["gap_STQ"]) == pytest.approx(float(row["train_STQ"]) - float(row["STQ"]), abs=1e-5)
+    assert "training scenes STQ" in caplog.text and "gap" in caplog.text
+    # A resumed run starts past every scene the first part can have used.
+    caplog.clear()
+    train(cfg, RunOptions(data=None, out=out, synthetic=True, iters=3, val_split=None, progress=False))
+    assert "from scene 10002" in caplog.text
+
+
+def test_inference_only_settings_may_change_on_resume(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
+    data, config_path = tiny_data
+    cfg = load_config(config_path)
+    out = tmp_path / "run"
+    train(cfg, RunOptions(data=data, out=out, iters=2, val_split=None, progress=False))
+    model = {**cfg.to_dict()["model"], "merge_stride": 4, "input_height": 128, "input_width": 320}
+    train(config_from_dict({**cfg.to_dict(), "model": model}),
+          RunOptions(data=data, out=out, iters=3, val_split=None, progress=False))
+    assert read_checkpoint(out / "last.pt")["step"] == 3
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

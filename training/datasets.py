@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
+from vknet_model.preprocess import PAD_VALUE
+
 _LOG = logging.getLogger(__name__)
 VOID = 255
 
@@ -167,14 +169,48 @@ class AugmentConfig:
     crop: tuple[int, int] = (192, 640)
     scale_range: tuple[float, float] = (0.5, 2.0)
     flip: bool = True
-    base_scale: float = 1.0  # applied before the random scale (e.g. 0.512 to bring KITTI to the tiny input)
+    base_scale: float = 1.0  # applied before the random scale (1.0: native scale, as the network infers)
+
+
+def augment_pair(frames: Sequence[tuple[np.ndarray, np.ndarray]], aug: AugmentConfig, rng: np.random.Generator,
+                 label_divisor: int) -> dict[str, np.ndarray]:
+    """Scale, flip and crop a (key, reference) pair of (RGB image, panoptic map) the same way.
+
+    Where the crop reaches past the scaled image it is filled as inference letterboxes: the top-left is the
+    image, the rest the normalisation mean (``PAD_VALUE``) with void labels, so training and inference see the
+    same padding (a black pad is an edge the network never meets at run time).
+
+    Returns:
+        ``key_image``/``ref_image`` uint8 [3, h, w] and ``key_panoptic``/``ref_panoptic`` int32 [h, w].
+    """
+    scale = aug.base_scale * float(rng.uniform(*aug.scale_range))
+    flip = aug.flip and bool(rng.uniform() < 0.5)
+    h, w = frames[0][0].shape[:2]
+    sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+    ch, cw = aug.crop
+    top = int(rng.integers(0, max(1, sh - ch + 1)))
+    left = int(rng.integers(0, max(1, sw - cw + 1)))
+    out: dict[str, np.ndarray] = {}
+    for name, (image, label) in zip(("key", "ref"), frames, strict=True):
+        image = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_LINEAR)
+        label = cv2.resize(label, (sw, sh), interpolation=cv2.INTER_NEAREST)
+        if flip:
+            image, label = image[:, ::-1], label[:, ::-1]
+        crop_img = np.empty((ch, cw, 3), dtype=np.uint8)
+        crop_img[:] = np.asarray(PAD_VALUE, dtype=np.uint8)
+        crop_lbl = np.full((ch, cw), VOID * label_divisor, dtype=np.int32)
+        patch = image[top:top + ch, left:left + cw]
+        crop_img[: patch.shape[0], : patch.shape[1]] = patch
+        crop_lbl[: patch.shape[0], : patch.shape[1]] = label[top:top + ch, left:left + cw]
+        out[f"{name}_image"] = np.ascontiguousarray(crop_img.transpose(2, 0, 1))
+        out[f"{name}_panoptic"] = crop_lbl
+    return out
 
 
 class FramePairDataset(Dataset[dict[str, np.ndarray]]):
     """Key frame + reference frame at a random offset in ``ref_offsets``, re-drawn on every access.
 
-    ``__getitem__`` returns a dict of numpy arrays: ``key_image``/``ref_image`` uint8 [3, h, w] and
-    ``key_panoptic``/``ref_panoptic`` int32 [h, w] (void where the crop falls outside the image).
+    ``__getitem__`` returns :func:`augment_pair`'s dict (void where the crop falls outside the image).
     """
 
     def __init__(self, sequences: list[VideoSequence], *, ref_offsets: Sequence[int] = (-2, -1, 1, 2),
@@ -196,9 +232,7 @@ class FramePairDataset(Dataset[dict[str, np.ndarray]]):
         self.rng = np.random.default_rng(seed)
 
     def reference_index(self, sequence: int, frame: int) -> int:
-        length = len(self.sequences[sequence])
-        valid = [frame + o for o in self.ref_offsets if 0 <= frame + o < length]
-        return int(self.rng.choice(valid)) if valid else frame
+        return reference_frame(self.rng, frame, len(self.sequences[sequence]), self.ref_offsets)
 
     def __getitem__(self, item: int) -> dict[str, np.ndarray]:
         s, key = self.index[item]
@@ -208,25 +242,10 @@ class FramePairDataset(Dataset[dict[str, np.ndarray]]):
         for (image, label), i in zip(frames, (key, ref), strict=True):
             if image.shape[:2] != label.shape:
                 raise DatasetError(f"{seq.images[i]}: image {image.shape[:2]} and label {label.shape} sizes differ")
-        aug = self.augment
-        scale = aug.base_scale * float(self.rng.uniform(*aug.scale_range))
-        flip = aug.flip and bool(self.rng.uniform() < 0.5)
-        h, w = frames[0][0].shape[:2]
-        sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
-        ch, cw = aug.crop
-        top = int(self.rng.integers(0, max(1, sh - ch + 1)))
-        left = int(self.rng.integers(0, max(1, sw - cw + 1)))
-        out: dict[str, np.ndarray] = {}
-        for name, (image, label) in zip(("key", "ref"), frames, strict=True):
-            image = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_LINEAR)
-            label = cv2.resize(label, (sw, sh), interpolation=cv2.INTER_NEAREST)
-            if flip:
-                image, label = image[:, ::-1], label[:, ::-1]
-            crop_img = np.zeros((ch, cw, 3), dtype=np.uint8)
-            crop_lbl = np.full((ch, cw), VOID * self.label_divisor, dtype=np.int32)
-            patch = image[top:top + ch, left:left + cw]
-            crop_img[: patch.shape[0], : patch.shape[1]] = patch
-            crop_lbl[: patch.shape[0], : patch.shape[1]] = label[top:top + ch, left:left + cw]
-            out[f"{name}_image"] = np.ascontiguousarray(crop_img.transpose(2, 0, 1))
-            out[f"{name}_panoptic"] = crop_lbl
-        return out
+        return augment_pair(frames, self.augment, self.rng, self.label_divisor)
+
+
+def reference_frame(rng: np.random.Generator, frame: int, length: int, offsets: Sequence[int]) -> int:
+    """A reference frame at one of ``offsets`` from ``frame`` inside [0, length); ``frame`` itself if none fits."""
+    valid = [frame + o for o in offsets if 0 <= frame + o < length]
+    return int(rng.choice(valid)) if valid else frame

@@ -1,12 +1,17 @@
 """Video K-Net training losses: K-Net's panoptic losses on both frames of a pair plus the tracking losses.
 
 Shapes: B images, N = N_p thing proposals followed by S stuff kernels, K = T thing + S stuff network classes
-(things first), h x w the stride-8 mask resolution, G ground-truth thing instances of one image.
+(things first), h x w the loss resolution, G ground-truth thing instances of one image.
+
+As upstream K-Net, the network's stride-8 mask and semantic logits are upsampled bilinearly to the loss
+resolution (``train.loss_stride``, 4 by default) before matching and losses, and compared with soft targets
+(area fractions), so small and thin objects are learned rather than rounded away.
 
 What is computed (DESIGN.md 1.2), per frame (key and reference) of a training pair:
 
 * Initial kernels (``mask_logits[0]``): mask BCE x1 and dice x4 on the matched thing proposals and the stuff
-  kernels of the stuff classes present, a rank CE x0.1 over the N initial masks, and a semantic CE x1 on
+  kernels of the stuff classes present, a rank CE x0.1 over the N_p thing proposals' initial masks (as
+  upstream; stuff pixels are the semantic loss's), and a semantic CE x1 on
   ``sem_logits`` (void = 255 ignored).
 * Every update stage s (``cls_logits[s-1]``, ``mask_logits[s]``): sigmoid focal x2 on the class logits of all
   kernels, mask BCE x1 and dice x4 on the positive kernels.
@@ -138,15 +143,15 @@ def _pixel_ce(logits: torch.Tensor, target: torch.Tensor, ignore: int, reduction
 
 
 def rank_loss(mask_logits: torch.Tensor, owner: torch.Tensor, *, reduction: Reduction = "mean") -> torch.Tensor:
-    """K-Net's rank loss: per pixel, softmax cross-entropy over the N kernels' mask logits.
+    """K-Net's rank loss: per pixel, softmax cross-entropy over the thing proposals' initial mask logits.
 
-    The target of a pixel is the index of the kernel that owns it (see :func:`rank_targets`); pixels that
-    nobody owns (-1) are ignored. It teaches the initial masks to compete for pixels, so that the kernels
-    start from non-overlapping masks.
+    The target of a pixel is the index of the proposal that owns it (see :func:`rank_targets`); pixels that
+    nobody owns (-1) are ignored. It teaches the initial proposals to compete for an object's pixels, so
+    that two proposals do not start on the same object.
 
     Args:
-        mask_logits: float [N, h, w] mask logits of all kernels.
-        owner: long [h, w] kernel index per pixel, -1 where ignored.
+        mask_logits: float [N_p, h, w] mask logits of the thing proposals.
+        owner: long [h, w] proposal index per pixel, -1 where ignored.
         reduction: "mean" over owned pixels (0 when none) or "sum".
 
     Returns:
@@ -155,28 +160,20 @@ def rank_loss(mask_logits: torch.Tensor, owner: torch.Tensor, *, reduction: Redu
     return _pixel_ce(mask_logits, owner, _RANK_IGNORE, reduction)
 
 
-def rank_targets(num_proposals: int, thing_masks: torch.Tensor, pred_idx: torch.Tensor, gt_idx: torch.Tensor,
-                 stuff_masks: torch.Tensor, stuff_present: torch.Tensor) -> torch.Tensor:
-    """Owner map of the rank loss: matched proposal ``pred_idx[k]`` owns instance ``gt_idx[k]``'s pixels and
-    stuff kernel ``num_proposals + i`` owns present stuff class i's pixels.
+def rank_targets(thing_masks: torch.Tensor, pred_idx: torch.Tensor, gt_idx: torch.Tensor) -> torch.Tensor:
+    """Owner map of the rank loss: matched proposal ``pred_idx[k]`` owns the cells where instance ``gt_idx[k]``
+    covers more than half (upstream K-Net ranks the thing proposals only; stuff is the semantic loss's).
 
     Args:
-        num_proposals: N_p (index of the first stuff kernel).
-        thing_masks: bool [G, h, w].
+        thing_masks: float [G, h, w] soft instance masks (area fractions; at most one exceeds 0.5 per cell).
         pred_idx, gt_idx: long [M] a matching (:func:`training.matcher.match`).
-        stuff_masks: bool [S, h, w].
-        stuff_present: bool [S].
 
     Returns:
-        long [h, w]: kernel index, -1 for pixels owned by nobody (void, crowd, unmatched instances). Target
-        masks are disjoint (:func:`targets_from_panoptic`); were they not, stuff would win over things and a
-        later kernel over an earlier one.
+        long [h, w]: proposal index, -1 for cells owned by nobody (stuff, void, crowd, unmatched instances).
     """
-    owner = torch.full(stuff_masks.shape[-2:], _RANK_IGNORE, dtype=torch.long, device=stuff_masks.device)
+    owner = torch.full(thing_masks.shape[-2:], _RANK_IGNORE, dtype=torch.long, device=thing_masks.device)
     for p, g in zip(pred_idx.tolist(), gt_idx.tolist(), strict=True):
-        owner[thing_masks[g]] = p
-    for i in torch.nonzero(stuff_present).flatten().tolist():
-        owner[stuff_masks[i]] = num_proposals + i
+        owner[thing_masks[g] > 0.5] = p
     return owner
 
 
@@ -287,14 +284,15 @@ class LossWeights:
 
 @dataclass
 class FrameTargets:
-    """Training targets of one image, at the network's mask resolution (stride 8).
+    """Training targets of one image, at the loss resolution (``train.loss_stride``).
 
     Attributes:
         thing_labels: long [G] network class of each thing instance (< num_things).
-        thing_masks: bool [G, h, w] instance masks (disjoint).
+        thing_masks: float [G, h, w] soft instance masks: the area fraction of each cell the instance covers.
         thing_ids: long [G] track identity of each instance (the dataset panoptic id
             ``class * label_divisor + instance``); equal ids in the key and reference frames are the same object.
-        stuff_masks: bool [S, h, w], one per stuff class in network order (class T + i), all-False when absent.
+        stuff_masks: float [S, h, w] soft masks, one per stuff class in network order (class T + i), all zero
+            when absent.
         semantic: long [h, w] network class per pixel, 255 = void (ignored).
     """
 
@@ -306,8 +304,8 @@ class FrameTargets:
 
     @property
     def stuff_present(self) -> torch.Tensor:
-        """bool [S]: stuff classes with at least one pixel."""
-        return self.stuff_masks.flatten(1).any(1)
+        """bool [S]: stuff classes covering at least half a cell in all."""
+        return self.stuff_masks.flatten(1).sum(1) >= 0.5
 
     def to(self, device: torch.device | str) -> FrameTargets:
         """A copy on ``device`` (no copy for tensors already there)."""
@@ -325,19 +323,19 @@ def targets_from_panoptic(panoptic: np.ndarray | torch.Tensor, data_cfg: DataCon
     * Thing instances are the segments of a thing class with ``instance > 0``; their track id is the full
       panoptic id. ``instance == 0`` of a thing class is *crowd*: it is no thing target (no kernel learns it,
       the rank loss ignores it, proposals covering it are penalised like on background) but keeps its class
-      in ``semantic``, because the pixels are that class and the panoptic assembly falls back to the semantic
-      head for unclaimed pixels. Void is ignored by every loss (255 in ``semantic``, in no mask).
-    * Down-sampling to ``mask_size``: the full-resolution pixels are split into h x w cells (pixel row y goes
-      to cell row ``y * h // H``, likewise for columns: exact area averaging when H, W are multiples of h, w)
-      and each segment's area fraction per cell is taken. A mask covers a cell when its fraction is > 0.5,
-      so masks stay disjoint and binary; an instance that covers no cell (smaller than about half a cell)
-      is dropped. ``semantic`` is the class (void included) with the largest fraction, ties to the lower
-      network class, void last. ``stuff_masks`` are the class fractions > 0.5.
+      in ``semantic``. Void is ignored by every loss (255 in ``semantic``, in no mask).
+    * Down-sampling to ``mask_size`` (upstream K-Net: bilinearly downsampled soft masks): the full-resolution
+      pixels are split into h x w cells (pixel row y goes to cell row ``y * h // H``, likewise for columns:
+      exact area averaging when H, W are multiples of h, w) and each segment's area fraction per cell is its
+      *soft* target there. Every instance with at least one pixel is kept, however small: a thin or distant
+      object still has a target (its fractions) instead of vanishing under a majority vote.
+      ``semantic`` is the class (void included) with the largest fraction, ties to the lower network class,
+      void last. A stuff class is present when its fractions add up to at least half a cell.
 
     Args:
         panoptic: int [H, W] panoptic ids ``class * label_divisor + instance`` (numpy or torch).
         data_cfg: the label space.
-        mask_size: (h, w) of the network's masks.
+        mask_size: (h, w) of the loss resolution.
 
     Returns:
         CPU :class:`FrameTargets`.
@@ -372,20 +370,18 @@ def targets_from_panoptic(panoptic: np.ndarray | torch.Tensor, data_cfg: DataCon
     net_class = torch.where(in_range, lookup[dataset_class.clamp(0, lookup.numel() - 1)],
                             torch.full_like(dataset_class, void))
 
-    # Class fractions -> semantic map and stuff masks.
+    # Class fractions -> semantic map and soft stuff masks.
     class_fractions = torch.zeros(h * w, num_classes + 1).index_add_(1, net_class, fractions)  # [hw, K + 1]
     semantic = class_fractions.argmax(1)
     semantic[semantic == void] = IGNORE_INDEX
-    stuff_masks = (class_fractions[:, num_things:num_classes] > 0.5).T.reshape(num_classes - num_things, h, w)
+    stuff_masks = class_fractions[:, num_things:num_classes].T.reshape(num_classes - num_things, h, w)
 
-    # Thing instances (crowd excluded), dropped when they vanish at the mask resolution.
+    # Thing instances (crowd excluded), soft, every one kept.
     is_instance = (net_class < num_things) & (instance > 0)
-    thing_masks = (fractions[:, is_instance] > 0.5).T.reshape(-1, h, w)
-    keep = thing_masks.flatten(1).any(1)
     return FrameTargets(
-        thing_labels=net_class[is_instance][keep].clone(),
-        thing_masks=thing_masks[keep].clone(),
-        thing_ids=seg_ids[is_instance][keep].clone(),
+        thing_labels=net_class[is_instance].clone(),
+        thing_masks=fractions[:, is_instance].T.reshape(-1, h, w).contiguous(),
+        thing_ids=seg_ids[is_instance].clone(),
         stuff_masks=stuff_masks.contiguous(),
         semantic=semantic.reshape(h, w),
     )
@@ -412,7 +408,7 @@ class VideoKNetCriterion(nn.Module):
                  focal_alpha: float = 0.25, focal_gamma: float = 2.0, match_previous_stage: bool = True,
                  stage_reduction: Literal["sum", "mean"] = "sum", cost_focal: float = 2.0, cost_dice: float = 4.0,
                  cost_mask_bce: float = 1.0, track_pos_margin: float = 0.0, track_neg_margin: float = 0.1,
-                 track_neg_pos_ub: int = 3) -> None:
+                 track_neg_pos_ub: int = 3, upsample: int = 1) -> None:
         """
         Args:
             num_proposals: N_p thing proposals (the first N_p kernels).
@@ -426,6 +422,7 @@ class VideoKNetCriterion(nn.Module):
             cost_focal, cost_dice, cost_mask_bce: matching cost weights (DESIGN.md: 2, 4, 1). Kept apart
                 from the loss weights so that re-weighting a loss does not silently change the assignment.
             track_pos_margin, track_neg_margin, track_neg_pos_ub: :func:`cosine_l2_loss` parameters.
+            upsample: factor from the network's mask resolution to the loss resolution (stride 8 -> 4: 2).
         """
         super().__init__()
         if not 0 < num_thing_classes < num_classes:
@@ -447,6 +444,9 @@ class VideoKNetCriterion(nn.Module):
         self.track_pos_margin = track_pos_margin
         self.track_neg_margin = track_neg_margin
         self.track_neg_pos_ub = track_neg_pos_ub
+        if upsample < 1:
+            raise ValueError(f"upsample must be >= 1, got {upsample}")
+        self.upsample = upsample
 
     # -- matching ---------------------------------------------------------------------------------------------
 
@@ -528,8 +528,8 @@ class VideoKNetCriterion(nn.Module):
         bce, dice = self._mask_terms(masks, matches, targets)
         rank, rank_px, sem, sem_px = [], 0, [], 0
         for b, (m, t) in enumerate(zip(matches, targets, strict=True)):
-            owner = rank_targets(self.num_proposals, t.thing_masks, m[0], m[1], t.stuff_masks, t.stuff_present)
-            rank.append(rank_loss(masks[b], owner, reduction="sum"))
+            owner = rank_targets(t.thing_masks, m[0], m[1])
+            rank.append(rank_loss(masks[b, : self.num_proposals], owner, reduction="sum"))
             rank_px += int((owner != _RANK_IGNORE).sum())
             sem.append(semantic_ce_loss(out.sem_logits[b], t.semantic, reduction="sum"))
             sem_px += int((t.semantic != IGNORE_INDEX).sum())
@@ -592,18 +592,28 @@ class VideoKNetCriterion(nn.Module):
 
     # -- entry point ------------------------------------------------------------------------------------------
 
+    def _to_loss_resolution(self, out: KernelOutputs) -> KernelOutputs:
+        """Mask and semantic logits upsampled bilinearly by ``upsample`` (the embeddings are untouched)."""
+        if self.upsample == 1:
+            return out
+
+        def up(x: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(x, scale_factor=float(self.upsample), mode="bilinear", align_corners=False)
+
+        return out._replace(mask_logits=[up(m) for m in out.mask_logits], sem_logits=up(out.sem_logits))
+
     def forward(self, key_out: KernelOutputs, ref_out: KernelOutputs, key_targets: list[FrameTargets],
                 ref_targets: list[FrameTargets]) -> tuple[torch.Tensor, dict[str, float]]:
         """
         Args:
             key_out, ref_out: network outputs of the key and reference frames (batch B each).
-            key_targets, ref_targets: B targets each, at the mask resolution.
+            key_targets, ref_targets: B targets each, at the loss resolution (stride-8 size x ``upsample``).
 
         Returns:
             ``(total, components)``: scalar loss and the weighted components as floats (see the class doc).
         """
-        key_terms, key_final = self._frame(key_out, list(key_targets))
-        ref_terms, ref_final = self._frame(ref_out, list(ref_targets))
+        key_terms, key_final = self._frame(self._to_loss_resolution(key_out), list(key_targets))
+        ref_terms, ref_final = self._frame(self._to_loss_resolution(ref_out), list(ref_targets))
         terms = {name: 0.5 * (key_terms[name] + ref_terms[name]) for name in key_terms}
         device = key_out.mask_logits[0].device
         ce_sum, l2_sum = [], []

@@ -45,6 +45,12 @@ class PanopticScorer:
         """Score one frame; frames of a sequence must arrive in order, sequences one after another."""
         if gt.shape != pred.shape:
             raise ValueError(f"sequence {sequence}: prediction {pred.shape} and ground truth {gt.shape} differ")
+        # A prediction whose class part is no class is void, whatever its value (the node's 16UC1 output
+        # writes void as 65535, which 255 * 1000 does not fit in).
+        d = self.data
+        not_a_class = pred // d.label_divisor >= d.num_classes
+        if not_a_class.any():
+            pred = np.where(not_a_class, d.void_id * d.label_divisor, pred.astype(np.int64))
         if sequence != self._sequence and self.vpq is not None:
             self.vpq.end_sequence()
         self._sequence = sequence

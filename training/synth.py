@@ -205,39 +205,62 @@ def _draw_object(obj: _Object, frame: int, cx: float, horizon: int, cfg: SynthCo
     class_map[region] = obj.cls
 
 
-def render_sequence(seed: int, sequence: int, cfg: SynthConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Render one sequence: (RGB uint8 [H, W, 3] frames, panoptic int32 [H, W] maps = class * 1000 + instance)."""
-    rng = np.random.default_rng([seed, sequence])
-    frames = cfg.frames
-    pan_width = cfg.width + int(cfg.camera_speed * frames) + 2
-    background, stuff, road_top = _background(rng, cfg, pan_width)
-    horizon = int(np.argmax((stuff != SKY) & (stuff != BUILDING) & (stuff != VEGETATION) & (stuff != POLE),
-                            axis=0).min())
-    objects = _spawn(rng, cfg, pan_width, road_top, horizon, frames)
-    crowd = None
-    if rng.uniform() < cfg.crowd_probability:  # a tight group of small people labelled person, instance 0
-        crowd = (float(rng.uniform(0.2, 0.8) * pan_width), float(horizon + 0.15 * (cfg.height - horizon)))
-    cam_jitter = rng.normal(0, 0.8, size=frames).cumsum() * 0.3
-    images, panoptics = [], []
-    for t in range(frames):
-        offset = round(float(cfg.camera_speed * t + cam_jitter[t])) % max(1, pan_width - cfg.width)
-        image = background[:, offset:offset + cfg.width].copy()
-        class_map = stuff[:, offset:offset + cfg.width].copy()
+class SyntheticScene:
+    """One generated street and its objects over ``cfg.frames`` frames, any of which renders on demand.
+
+    Building the scene (the panorama, the objects' paths) costs about as much as three frames; rendering a
+    frame is independent of the others (per-frame noise has its own generator), so a training stream can draw
+    a frame pair from a fresh scene without rendering the whole video.
+    """
+
+    def __init__(self, seed: int, sequence: int, cfg: SynthConfig) -> None:
+        rng = np.random.default_rng([seed, sequence])
+        self.seed, self.sequence, self.cfg = seed, sequence, cfg
+        frames = cfg.frames
+        self.pan_width = cfg.width + int(cfg.camera_speed * frames) + 2
+        self.background, self.stuff, road_top = _background(rng, cfg, self.pan_width)
+        stuff = self.stuff
+        self.horizon = int(np.argmax((stuff != SKY) & (stuff != BUILDING) & (stuff != VEGETATION) & (stuff != POLE),
+                                     axis=0).min())
+        self.objects = _spawn(rng, cfg, self.pan_width, road_top, self.horizon, frames)
+        self.crowd: tuple[float, float] | None = None
+        if rng.uniform() < cfg.crowd_probability:  # a tight group of small people labelled person, instance 0
+            self.crowd = (float(rng.uniform(0.2, 0.8) * self.pan_width),
+                          float(self.horizon + 0.15 * (cfg.height - self.horizon)))
+        self.cam_jitter = rng.normal(0, 0.8, size=frames).cumsum() * 0.3
+
+    def __len__(self) -> int:
+        return self.cfg.frames
+
+    def frame(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(RGB uint8 [H, W, 3], panoptic int32 [H, W] = class * 1000 + instance) of frame ``t``."""
+        cfg, frames = self.cfg, self.cfg.frames
+        if not 0 <= t < frames:
+            raise IndexError(f"frame {t} outside the scene's {frames} frames")
+        offset = round(float(cfg.camera_speed * t + self.cam_jitter[t])) % max(1, self.pan_width - cfg.width)
+        image = self.background[:, offset:offset + cfg.width].copy()
+        class_map = self.stuff[:, offset:offset + cfg.width].copy()
         instance_map = np.zeros(class_map.shape, dtype=np.int32)
-        visible = [o for o in objects if o.start <= t <= o.end]
+        visible = [o for o in self.objects if o.start <= t <= o.end]
         drawables = [(o.bottom, o, o.x + o.vx * (t - o.start) - offset, o.instance) for o in visible]
-        if crowd is not None:
+        if self.crowd is not None:
             for k in range(5):
-                member = _Object(PERSON, 0, crowd[0] + 14 * k, 0.0, crowd[1] + 3 * (k % 2), 0, frames,
+                member = _Object(PERSON, 0, self.crowd[0] + 14 * k, 0.0, self.crowd[1] + 3 * (k % 2), 0, frames,
                                  np.array([[90, 60, 60], [60, 60, 90], [120, 120, 120]], np.uint8), 2, float(k))
                 drawables.append((member.bottom - 0.01, member, member.x - offset, 0))
         for _, obj, cx, instance in sorted(drawables, key=lambda d: d[0]):  # far (small bottom y) first
             if -0.3 * cfg.width < cx < 1.3 * cfg.width:
-                _draw_object(obj, t, cx, horizon, cfg, image, instance_map, class_map, instance)
-        image = np.clip(image.astype(np.int16) + rng.integers(-4, 5, size=image.shape, dtype=np.int16), 0, 255)
-        images.append(image.astype(np.uint8))
-        panoptics.append(class_map.astype(np.int32) * 1000 + instance_map)
-    return images, panoptics
+                _draw_object(obj, t, cx, self.horizon, cfg, image, instance_map, class_map, instance)
+        noise = np.random.default_rng([self.seed, self.sequence, t]).integers(-4, 5, size=image.shape, dtype=np.int16)
+        image = np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+        return image, class_map.astype(np.int32) * 1000 + instance_map
+
+
+def render_sequence(seed: int, sequence: int, cfg: SynthConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Render one sequence: (RGB uint8 [H, W, 3] frames, panoptic int32 [H, W] maps = class * 1000 + instance)."""
+    scene = SyntheticScene(seed, sequence, cfg)
+    rendered = [scene.frame(t) for t in range(cfg.frames)]
+    return [image for image, _ in rendered], [panoptic for _, panoptic in rendered]
 
 
 def encode_panoptic_png(panoptic: np.ndarray, label_divisor: int = 1000) -> np.ndarray:

@@ -9,7 +9,8 @@ decay, gradient clipping and mixed precision on GPUs. Writes into --out:
   metrics.csv    loss components, learning rate and gradient norm every train.log_every iterations
   val.csv        STQ / AQ / SQ on the validation split every train.val_every iterations
 
-One GPU or CPU:  vknet train --config r50 --data /data/kitti-step --out runs/r50
+One GPU or CPU:  vknet train --config r50 --data /data/kitti-step --out runs/r50 --backbone-weights resnet50.pth
+Synthetic:       vknet train --config tiny_synth --synthetic --out runs/tiny   (fresh scenes every pair)
 Several GPUs:    torchrun --nproc_per_node 8 -m vknet_model.cli train --config r50 --data ... --out ...
 (several nodes: add torchrun's --nnodes/--node_rank/--rdzv_endpoint; train.batch_size is per process).
 """
@@ -23,7 +24,15 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="built-in config name (tiny, r18, r50) or a YAML path")
-    parser.add_argument("--data", type=Path, required=True, help="dataset root in the KITTI-STEP layout")
+    parser.add_argument("--data", type=Path, help="dataset root in the KITTI-STEP layout (with --synthetic: "
+                        "optional, only its validation split is read)")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="train on synthetic scenes generated on the fly, never the same scene twice; without "
+                             "--data, validation scenes are generated into OUT/validation")
+    parser.add_argument("--backbone-weights", type=Path,
+                        help="ImageNet weights for the backbone: a torchvision ResNet-18/34/50 state dict (.pth), "
+                             "e.g. torch.save(torchvision.models.resnet50(weights='IMAGENET1K_V2').state_dict(), "
+                             "'resnet50.pth'); needs model.backbone_width 64 and a BatchNorm backbone_norm")
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints and logs)")
     parser.add_argument("--split", default="train", help="training split folder (default train)")
     parser.add_argument("--val-split", default="val", help="validation split ('' to skip; default val)")
@@ -40,14 +49,20 @@ def run(args: argparse.Namespace) -> int:
     from training.trainer import RunOptions, train
     from vknet_model.checkpoint import CheckpointError
     from vknet_model.config import ConfigError, resolve_config
+    from vknet_model.pretrained import PretrainedError
 
+    if args.data is None and not args.synthetic:
+        print("error: give --data (a KITTI-STEP-layout folder) or --synthetic", file=sys.stderr)
+        return 2
     try:
         cfg = resolve_config(args.config)
-        opts = RunOptions(data=args.data, out=args.out, split=args.split, val_split=args.val_split or None,
-                          val_sequences=args.val_sequences, iters=args.iters, device=args.device,
-                          resume=not args.no_resume, init=args.init, progress=not args.no_progress)
+        opts = RunOptions(data=args.data, out=args.out, synthetic=args.synthetic,
+                          backbone_weights=args.backbone_weights, split=args.split,
+                          val_split=args.val_split or None, val_sequences=args.val_sequences, iters=args.iters,
+                          device=args.device, resume=not args.no_resume, init=args.init,
+                          progress=not args.no_progress)
         final = train(cfg, opts)
-    except (ConfigError, DatasetError, CheckpointError, RuntimeError) as exc:
+    except (ConfigError, DatasetError, CheckpointError, PretrainedError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"trained model: {final}")

@@ -26,21 +26,30 @@ from torch.utils.data import DataLoader, DistributedSampler
 from training.datasets import AugmentConfig, FramePairDataset, VideoSequence, kitti_step_sequences
 from training.evaluate import evaluate_stq
 from training.losses import FrameTargets, LossWeights, VideoKNetCriterion, targets_from_panoptic
+from training.synth import SynthConfig, write_sequences
+from training.synth_stream import TRAIN_SCENE_SEED, SyntheticPairStream, single_thread_worker
+from vknet_model.backbone import freeze_batchnorm
 from vknet_model.backends.torch_backend import TorchBackend
 from vknet_model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from vknet_model.config import DataConfig, VKNetConfig
 from vknet_model.network import KernelOutputs, VKNet, build_frame_net, build_model
 from vknet_model.pipeline import Pipeline
+from vknet_model.pretrained import load_torchvision_resnet
 
 _LOG = logging.getLogger(__name__)
+SCENE_FRAMES = 30          # frames per synthetic scene, as the held-out sets are generated
+HELD_OUT_SEED = 0          # `vknet synth --seed 0 --first-sequence 1000`: the held-out synthetic sets
+HELD_OUT_FIRST = 1000
 
 
 @dataclass(frozen=True)
 class RunOptions:
     """What a training run reads and writes (the rest comes from the config)."""
 
-    data: Path
+    data: Path | None               # KITTI-STEP-layout root (with ``synthetic``: only validation reads it)
     out: Path
+    synthetic: bool = False         # train on freshly generated scenes (training.synth_stream)
+    backbone_weights: Path | None = None  # torchvision ResNet state dict (ImageNet) for the backbone
     split: str = "train"
     val_split: str | None = "val"
     val_sequences: int = 0          # 0: all of them
@@ -168,13 +177,24 @@ def _check_resumable(payload: dict[str, Any], cfg: VKNetConfig, last: Path) -> N
     saved = payload.get("config", {})
     current = cfg.to_dict()
     for section in ("model", "data"):
-        if saved.get(section) != current[section]:
+        if _weights_part(section, saved.get(section)) != _weights_part(section, current[section]):
             raise RuntimeError(f"{last} was trained with a different {section} config (checkpoint config "
                                f"{payload['config_hash']}, now {cfg.hash()}): use another --out or --no-resume")
     if payload["config_hash"] != cfg.hash():
         changed = sorted(k for k in current if saved.get(k) != current[k])
         _LOG.warning("resuming %s under a changed config (%s): %s -> %s", last, ", ".join(changed),
                      payload["config_hash"], cfg.hash())
+
+
+# Model settings that shape no weight: a run may resume with them changed (a larger deployment input, a finer
+# merge stride); every other model or data setting must match the checkpoint.
+_INFERENCE_ONLY = frozenset({"input_height", "input_width", "merge_stride"})
+
+
+def _weights_part(section: str, values: Any) -> Any:
+    if section != "model" or not isinstance(values, dict):
+        return values
+    return {k: v for k, v in values.items() if k not in _INFERENCE_ONLY}
 
 
 def train(cfg: VKNetConfig, opts: RunOptions) -> Path:
@@ -197,6 +217,12 @@ def _train(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> Path:
         init_cfg, init_net, _ = load_checkpoint(opts.init)
         net.load_state_dict(init_net.state_dict())
         _LOG.info("initialised from %s (config %s)", opts.init, init_cfg.hash())
+    elif opts.backbone_weights is not None:
+        report = load_torchvision_resnet(net.backbone, opts.backbone_weights)
+        if env.main:
+            _LOG.info("%s", report.summary())
+    if cfg.model.backbone_norm == "frozen_bn":
+        freeze_batchnorm(net.backbone)  # before the optimiser: frozen affine parameters are no parameters to it
     optimizer = torch.optim.AdamW(_param_groups(net, cfg), lr=t.lr, weight_decay=t.weight_decay)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     start = 0
@@ -213,32 +239,48 @@ def _train(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> Path:
         device_ids = [env.device] if env.device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     criterion = VideoKNetCriterion(num_proposals=cfg.model.num_proposals, num_thing_classes=cfg.data.num_things,
-                                   num_classes=cfg.data.num_classes, weights=LossWeights())
-    sequences = kitti_step_sequences(opts.data, opts.split, cfg.data.label_divisor)
+                                   num_classes=cfg.data.num_classes, weights=LossWeights(),
+                                   upsample=cfg.model.mask_stride // t.loss_stride)
     augment = AugmentConfig(crop=(t.crop[0], t.crop[1]), scale_range=(t.scale_range[0], t.scale_range[1]),
                             flip=t.flip, base_scale=t.input_scale)
-    dataset = FramePairDataset(sequences, ref_offsets=t.ref_offsets, augment=augment,
-                               label_divisor=cfg.data.label_divisor, seed=t.seed + env.rank)
-    sampler: DistributedSampler[dict[str, np.ndarray]] = DistributedSampler(
-        dataset, num_replicas=env.world, rank=env.rank, shuffle=True, seed=t.seed)
-    mask_size = (t.crop[0] // 8, t.crop[1] // 8)
-    loader: DataLoader[dict[str, np.ndarray]] = DataLoader(
-        dataset, batch_size=t.batch_size, sampler=sampler, num_workers=t.workers,
-        collate_fn=PairCollate(cfg.data, mask_size), worker_init_fn=_seed_worker, drop_last=True,
-        persistent_workers=t.workers > 0)
-    val_sequences = _val_sequences(opts, cfg) if env.main else []
+    collate = PairCollate(cfg.data, (t.crop[0] // t.loss_stride, t.crop[1] // t.loss_stride))
+    if opts.synthetic:
+        # Past every scene an earlier part of the run can have generated (pairs so far, plus workers' pools).
+        first_scene = 0 if start == 0 else start * t.batch_size * env.world + 10_000
+        stream = SyntheticPairStream(synth=SynthConfig(frames=SCENE_FRAMES), augment=augment,
+                                     ref_offsets=t.ref_offsets, label_divisor=cfg.data.label_divisor,
+                                     first_scene=first_scene, rank=env.rank, world=env.world, seed=t.seed)
+        loader: DataLoader[dict[str, np.ndarray]] = DataLoader(
+            stream, batch_size=t.batch_size, num_workers=t.workers, collate_fn=collate,
+            worker_init_fn=single_thread_worker, persistent_workers=t.workers > 0)
+        batches: Iterator[dict[str, Any]] = iter(loader)
+        source = f"fresh synthetic scenes (seed {TRAIN_SCENE_SEED}, from scene {first_scene})"
+    else:
+        if opts.data is None:
+            raise ValueError("--data is required unless training on --synthetic scenes")
+        sequences = kitti_step_sequences(opts.data, opts.split, cfg.data.label_divisor)
+        dataset = FramePairDataset(sequences, ref_offsets=t.ref_offsets, augment=augment,
+                                   label_divisor=cfg.data.label_divisor, seed=t.seed + env.rank)
+        sampler: DistributedSampler[dict[str, np.ndarray]] = DistributedSampler(
+            dataset, num_replicas=env.world, rank=env.rank, shuffle=True, seed=t.seed)
+        loader = DataLoader(
+            dataset, batch_size=t.batch_size, sampler=sampler, num_workers=t.workers, collate_fn=collate,
+            worker_init_fn=_seed_worker, drop_last=True, persistent_workers=t.workers > 0)
+        batches = _batches(loader, sampler, start_epoch=start * t.batch_size * env.world // max(1, len(dataset)))
+        source = f"{len(sequences)} sequences / {len(dataset)} frames"
+    held_out, seen = _validation_sets(opts, cfg) if env.main else ([], [])
     amp = t.amp and env.device.type == "cuda"
     amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     frames_per_step = 2 * t.batch_size * env.world
     if env.main:
-        _LOG.info("training %s (config %s) for %d iterations on %s x%d, %d sequences / %d frames, batch %d pairs "
-                  "per process", out, cfg.hash(), iters, env.device, env.world, len(sequences), len(dataset),
-                  t.batch_size)
+        _LOG.info("training %s (config %s) for %d iterations on %s x%d, %s, batch %d pairs per process, crop %dx%d, "
+                  "scale %.2f x [%.2f, %.2f], losses at stride %d", out, cfg.hash(), iters, env.device, env.world,
+                  source, t.batch_size, t.crop[0], t.crop[1], t.input_scale, t.scale_range[0], t.scale_range[1],
+                  t.loss_stride)
     metrics_file = out / "metrics.csv"
     log_rows: list[dict[str, float]] = []
-    batches = _batches(loader, sampler, start_epoch=start * t.batch_size * env.world // max(1, len(dataset)))
-    model.train()
+    _train_mode(net, cfg)
     from tqdm import tqdm
 
     bar = tqdm(total=iters, initial=start, unit="it", desc="train", disable=not (env.main and opts.progress))
@@ -278,12 +320,13 @@ def _train(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> Path:
                           row["lr"], grad_norm, rate)
             if done % t.checkpoint_every == 0 or done == iters:
                 save_checkpoint(last, net, cfg, step=done, optimizer=optimizer.state_dict())
-            if val_sequences and ((t.val_every and done % t.val_every == 0) or done == iters):
-                scores = evaluate_stq(Pipeline(TorchBackend(build_frame_net(cfg, net), cfg, env.device)),
-                                      val_sequences, cfg.data, progress=opts.progress)
-                net.train()
-                _append_csv(out / "val.csv", [{"step": done, **scores}], time.perf_counter() - started)
-                _LOG.info("validation at %d: STQ %.4f AQ %.4f SQ %.4f", done, scores["STQ"], scores["AQ"], scores["SQ"])
+            if held_out and ((t.val_every and done % t.val_every == 0) or done == iters):
+                row = _validate(net, cfg, env.device, held_out, seen, opts.progress)
+                _train_mode(net, cfg)
+                _append_csv(out / "val.csv", [{"step": done, **row}], time.perf_counter() - started)
+                _LOG.info("validation at %d: held-out STQ %.4f AQ %.4f SQ %.4f%s", done, row["STQ"], row["AQ"],
+                          row["SQ"], f" | training scenes STQ {row['train_STQ']:.4f} AQ {row['train_AQ']:.4f} SQ "
+                                     f"{row['train_SQ']:.4f} | gap {row['gap_STQ']:+.4f}" if seen else "")
     bar.close()
     final = out / "model.pt"
     if env.world > 1:
@@ -307,15 +350,57 @@ def _float_outputs(out: KernelOutputs) -> KernelOutputs:
                          out.sem_logits.float(), out.kernels.float(), out.embeddings.float())
 
 
-def _val_sequences(opts: RunOptions, cfg: VKNetConfig) -> list[VideoSequence]:
+def _train_mode(net: VKNet, cfg: VKNetConfig) -> None:
+    """Training mode, with a frozen-BN backbone's statistics kept as loaded (``model.backbone_norm``)."""
+    net.train()
+    if cfg.model.backbone_norm == "frozen_bn":
+        freeze_batchnorm(net.backbone)
+
+
+def _validate(net: VKNet, cfg: VKNetConfig, device: torch.device, held_out: list[VideoSequence],
+              seen: list[VideoSequence], progress: bool) -> dict[str, float]:
+    """STQ/AQ/SQ on held-out sequences and, when given, on training scenes (the train/held-out gap)."""
+    pipeline = Pipeline(TorchBackend(build_frame_net(cfg, net), cfg, device))
+    row = evaluate_stq(pipeline, held_out, cfg.data, progress=progress)
+    if seen:
+        train_scores = evaluate_stq(pipeline, seen, cfg.data, progress=progress)
+        row |= {f"train_{k}": v for k, v in train_scores.items()}
+        row["gap_STQ"] = train_scores["STQ"] - row["STQ"]
+    return row
+
+
+def _validation_sets(opts: RunOptions, cfg: VKNetConfig) -> tuple[list[VideoSequence], list[VideoSequence]]:
+    """(held-out sequences, training sequences) to validate on.
+
+    From ``--data``: its validation split and the first sequences of the training split. Synthetic training
+    without ``--data`` generates both into ``out/validation``: held-out scenes of ``HELD_OUT_SEED`` (never a
+    training seed) and the first scenes of the training stream, which it has trained on.
+    """
     if not opts.val_split:
-        return []
-    split_dir = opts.data / "images" / opts.val_split
-    if not split_dir.is_dir():
-        _LOG.warning("no %s split in %s: training without validation", opts.val_split, opts.data)
-        return []
-    sequences = kitti_step_sequences(opts.data, opts.val_split, cfg.data.label_divisor)
-    return sequences[: opts.val_sequences] if opts.val_sequences else sequences
+        return [], []
+    count = opts.val_sequences
+    if opts.synthetic and opts.data is None:
+        root = opts.out / "validation"
+        count = count or 2
+        if not (root / "images" / "val").is_dir():
+            synth = SynthConfig(frames=SCENE_FRAMES)
+            write_sequences(root, sequences=count, seed=HELD_OUT_SEED, split="val", first_sequence=HELD_OUT_FIRST,
+                            cfg=synth, progress=False)
+            write_sequences(root, sequences=count, seed=TRAIN_SCENE_SEED, split="train", cfg=synth, progress=False)
+        data = root
+    else:
+        if opts.data is None:
+            return [], []
+        data = opts.data
+        if not (data / "images" / opts.val_split).is_dir():
+            _LOG.warning("no %s split in %s: training without validation", opts.val_split, data)
+            return [], []
+    held_out = kitti_step_sequences(data, opts.val_split, cfg.data.label_divisor)
+    seen = kitti_step_sequences(data, opts.split, cfg.data.label_divisor) if (data / "images" / opts.split).is_dir() \
+        else []
+    if count:
+        held_out, seen = held_out[:count], seen[:count]
+    return held_out, seen[: len(held_out)]
 
 
 def _append_csv(path: Path, rows: list[dict[str, float]], elapsed: float) -> None:

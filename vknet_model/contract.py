@@ -164,7 +164,7 @@ def contract_for(config: VKNetConfig, *, onnx_sha256: str = "", opset: int = 0) 
     """The I/O a FrameNet built from ``config`` has (tests check the eager network against it)."""
     m, d = config.model, config.data
     n = m.num_proposals + d.num_classes - d.num_things
-    h4, w4 = m.input_height // 4, m.input_width // 4
+    hm, wm = m.input_height // m.merge_stride, m.input_width // m.merge_stride
     inputs = (
         TensorSpec("image", (1, 3, m.input_height, m.input_width), "uint8"),
         TensorSpec("prev_kernels", (1, n, m.channels), "float32"),
@@ -173,8 +173,8 @@ def contract_for(config: VKNetConfig, *, onnx_sha256: str = "", opset: int = 0) 
     )
     outputs = (
         TensorSpec("cls_scores", (n, d.num_classes), "float32"),
-        TensorSpec("slot_map", (h4, w4), "int32"),
-        TensorSpec("semantic_map", (h4, w4), "int32"),
+        TensorSpec("slot_map", (hm, wm), "int32"),
+        TensorSpec("semantic_map", (hm, wm), "int32"),
         TensorSpec("slot_scores", (n,), "float32"),
         TensorSpec("slot_labels", (n,), "int32"),
         TensorSpec("slot_keep", (n,), "bool"),

@@ -1,8 +1,8 @@
 """Kernels: initial proposals, iterative kernel update stages, kernel linking/fusion and embeddings.
 
-Every mask and every pooled feature is a MatMul over the flattened stride-8 feature map (kernel size 1),
+Every mask and every pooled feature is a MatMul over the flattened mask feature map (kernel size 1),
 so the graph has no einsum and no per-sample convolution and exports to ONNX/TensorRT as plain MatMuls.
-Shapes use B (batch), N (kernels), K (classes), C (channels), H, W (stride-8 feature size).
+Shapes use B (batch), N (kernels), K (classes), C (channels), H, W (mask feature size, stride 8 or 4).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class KernelUpdateStage(nn.Module):
                 prev_kernels: torch.Tensor, use_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """
         Args:
-            x: [B, C, H, W] stride-8 features.
+            x: [B, C, H, W] mask features.
             kernels: [B, N, C] kernels from the previous stage.
             mask_logits: [B, N, H, W] masks from the previous stage.
             prev_kernels: [B, N, C] final kernels of the previous frame (used by kernel fusion only).
@@ -160,7 +160,10 @@ class KernelUpdateStage(nn.Module):
 class InitialKernels(nn.Module):
     """Thing proposals (a 1x1 conv on the localisation map) and stuff kernels (rows of ``conv_seg``).
 
-    Returns kernels ordered [N_p proposals, S stuff] to match the class order (things first, then stuff).
+    Each thing kernel starts as its learned weight plus the mean feature under its own initial mask (K-Net's
+    ``proposal_feats_with_obj``): the first update stage then starts from a kernel that already describes
+    what it found in this image, not from the same vector in every image. Returns kernels ordered
+    [N_p proposals, S stuff] to match the class order (things first, then stuff).
     """
 
     def __init__(self, *, channels: int, num_proposals: int, num_classes: int, num_thing_classes: int) -> None:
@@ -174,12 +177,14 @@ class InitialKernels(nn.Module):
 
     def forward(self, loc: torch.Tensor, sem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """loc, sem [B, C, H, W] -> kernels [B, N, C], mask_logits [B, N, H, W], sem_logits [B, K, H, W]."""
-        b = loc.shape[0]
+        b, c, h, w = loc.shape
         sem_logits = self.conv_seg(sem)
-        masks = torch.cat((self.proposals(loc), sem_logits[:, self.num_thing_classes:]), dim=1)
-        stuff_weights = self.conv_seg.weight.flatten(1)[self.num_thing_classes:]
-        weights = torch.cat((self.proposals.weight.flatten(1), stuff_weights))
-        return weights.unsqueeze(0).expand(b, -1, -1), masks, sem_logits
+        thing_masks = self.proposals(loc)                                        # [B, N_p, H, W]
+        pooled = group_features(thing_masks.reshape(b, -1, h * w), (loc + sem).reshape(b, c, h * w))
+        things = self.proposals.weight.flatten(1).unsqueeze(0) + pooled          # [B, N_p, C]
+        stuff = self.conv_seg.weight.flatten(1)[self.num_thing_classes:].unsqueeze(0).expand(b, -1, -1)
+        masks = torch.cat((thing_masks, sem_logits[:, self.num_thing_classes:]), dim=1)
+        return torch.cat((things, stuff), dim=1), masks, sem_logits
 
 
 class KernelLinking(nn.Module):

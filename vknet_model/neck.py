@@ -1,4 +1,4 @@
-"""FPN and the semantic FPN that fuses P2..P5 at stride 8 (DESIGN.md 1.1).
+"""FPN and the semantic FPN that fuses P2..P5 at stride 8 (DESIGN.md 1.1), optionally refined to stride 4.
 
 The fused map yields two features: a localisation map (thing proposals are read from it) and a
 semantic map (stuff kernels are the rows of ``conv_seg`` applied to it). Downstream kernels see
@@ -66,11 +66,16 @@ class SemanticFPN(nn.Module):
     """Fuse P2..P5 at stride 8 and split into localisation and semantic features.
 
     P2: 3x3 stride-2 conv; P3: conv; P4: conv, x2, conv; P5 + position encoding: conv, x2, conv, x2, conv.
+    With ``out_stride=4`` the fused map is upsampled x2 and refined with a 1x1 conv of P2 before the two
+    heads, so that masks can follow objects a stride-8 cell is too coarse for (distant people, poles).
     """
 
-    def __init__(self, *, channels: int, groups: int) -> None:
+    def __init__(self, *, channels: int, groups: int, out_stride: int = 8) -> None:
         super().__init__()
+        if out_stride not in (4, 8):
+            raise ValueError(f"out_stride must be 4 or 8, got {out_stride}")
         self.channels = channels
+        self.p2_fine = ConvGN(channels, channels, 1, groups=groups, relu=False) if out_stride == 4 else None
         self.p2 = ConvGN(channels, channels, 3, groups=groups, stride=2)
         self.p3 = ConvGN(channels, channels, 3, groups=groups)
         self.p4 = nn.ModuleList([ConvGN(channels, channels, 3, groups=groups),
@@ -87,8 +92,10 @@ class SemanticFPN(nn.Module):
         return x
 
     def forward(self, pyramid: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """[P2, P3, P4, P5] -> (loc, sem), each [B, C, H/8, W/8]."""
+        """[P2, P3, P4, P5] -> (loc, sem), each [B, C, H/s, W/s] at the output stride s."""
         p2, p3, p4, p5 = pyramid
         pos = sine_position_encoding(p5.shape[-2], p5.shape[-1], self.channels, device=p5.device, dtype=p5.dtype)
         fused = self.p2(p2) + self.p3(p3) + self._up_convs(p4, self.p4) + self._up_convs(p5 + pos, self.p5)
+        if self.p2_fine is not None:
+            fused = F.interpolate(fused, scale_factor=2.0, mode="bilinear", align_corners=False) + self.p2_fine(p2)
         return self.loc_head(fused), self.sem_head(fused)

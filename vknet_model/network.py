@@ -30,8 +30,9 @@ class KernelOutputs(NamedTuple):
 
     Attributes:
         cls_logits: per update stage, float [B, N, K].
-        mask_logits: initial masks then one per stage (S + 1 entries), float [B, N, H/8, W/8].
-        sem_logits: float [B, K, H/8, W/8] semantic head.
+        mask_logits: initial masks then one per stage (S + 1 entries), float [B, N, H/s, W/s] at the mask
+            stride s (``model.mask_stride``).
+        sem_logits: float [B, K, H/s, W/s] semantic head.
         kernels: float [B, N, C] final kernels (the next frame's ``prev_kernels``).
         embeddings: float [B, N_p, E] association embeddings of the thing proposals.
     """
@@ -48,12 +49,12 @@ class VKNetOutput(NamedTuple):
 
     Attributes:
         cls_scores: float32 [N, K] sigmoid class scores.
-        slot_map: int32 [H/4, W/4] kept slot per pixel, -1 where none.
-        semantic_map: int32 [H/4, W/4] network class per pixel.
+        slot_map: int32 [H/m, W/m] kept slot per pixel at the merge stride m, -1 where none.
+        semantic_map: int32 [H/m, W/m] network class per pixel.
         slot_scores: float32 [N].
         slot_labels: int32 [N] network class.
         slot_keep: bool [N].
-        slot_areas: int32 [N] pixels at stride 4.
+        slot_areas: int32 [N] pixels at the merge stride.
         boxes: float32 [N, 4] x1, y1, x2, y2 in network-input pixels.
         kernels: float32 [1, N, C] final kernels, fed back as ``prev_kernels``.
         embeddings: float32 [N_p, E] thing association embeddings.
@@ -130,10 +131,12 @@ class FrameNet(nn.Module):
     (ROS parameters) without re-exporting the ONNX file or rebuilding a TensorRT engine.
     """
 
-    def __init__(self, *, net: VKNet, num_thing_classes: int) -> None:
+    def __init__(self, *, net: VKNet, num_thing_classes: int, mask_stride: int = 8, merge_stride: int = 4) -> None:
         super().__init__()
         self.net = net
         self.num_thing_classes = num_thing_classes
+        self.mask_stride = mask_stride
+        self.merge_stride = merge_stride
 
     def forward(self, image: torch.Tensor, prev_kernels: torch.Tensor, use_prev: torch.Tensor,
                 thresholds: torch.Tensor) -> VKNetOutput:
@@ -153,6 +156,7 @@ class FrameNet(nn.Module):
             cls_scores, out.mask_logits[-1][0].float(), out.sem_logits[0].float(),
             num_proposals=self.net.num_proposals, num_thing_classes=self.num_thing_classes,
             instance_score_thr=thresholds[0], overlap_thr=thresholds[1], mask_thr=thresholds[2],
+            mask_stride=self.mask_stride, upsample=self.mask_stride // self.merge_stride,
         )
         return VKNetOutput(cls_scores, slots.slot_map, slots.semantic_map, slots.scores, slots.labels, slots.keep,
                            slots.areas, slots.boxes, out.kernels.float(), out.embeddings[0].float())
@@ -161,12 +165,12 @@ class FrameNet(nn.Module):
 def build_model(cfg: VKNetConfig) -> VKNet:
     """Wire the network from the config; every module takes explicit keyword arguments."""
     m = cfg.model
-    backbone = ResNet(depth=m.backbone_depth, width=m.backbone_width)
+    backbone = ResNet(depth=m.backbone_depth, width=m.backbone_width, norm=m.backbone_norm)
     num_classes = cfg.data.num_classes
     return VKNet(
         backbone=backbone,
         fpn=FPN(in_channels=backbone.out_channels, channels=m.channels, groups=m.norm_groups),
-        semantic_fpn=SemanticFPN(channels=m.channels, groups=m.norm_groups),
+        semantic_fpn=SemanticFPN(channels=m.channels, groups=m.norm_groups, out_stride=m.mask_stride),
         initial=InitialKernels(channels=m.channels, num_proposals=m.num_proposals, num_classes=num_classes,
                                num_thing_classes=cfg.data.num_things),
         stages=nn.ModuleList(
@@ -182,7 +186,8 @@ def build_model(cfg: VKNetConfig) -> VKNet:
 
 def build_frame_net(cfg: VKNetConfig, net: VKNet | None = None) -> FrameNet:
     """The deployable per-frame network around ``net`` (a fresh one when None)."""
-    return FrameNet(net=net if net is not None else build_model(cfg), num_thing_classes=cfg.data.num_things)
+    return FrameNet(net=net if net is not None else build_model(cfg), num_thing_classes=cfg.data.num_things,
+                    mask_stride=cfg.model.mask_stride, merge_stride=cfg.model.merge_stride)
 
 
 def num_kernels(cfg: VKNetConfig) -> int:

@@ -25,7 +25,6 @@ from vknet_model.preprocess import Letterbox, letterbox
 from vknet_model.tracker import Detections, Tracker
 
 _LOG = logging.getLogger(__name__)
-MERGE_STRIDE = 4
 
 
 class PipelineError(RuntimeError):
@@ -64,9 +63,10 @@ class FrameResult:
         panoptic: [H, W] in the pipeline's ``panoptic_dtype`` (int32 by default), class_id * label_divisor +
             instance (instance 0 for stuff and untracked pixels).
         objects: tracked things visible in this frame.
-        class_cells: uint8 dataset class per cell of the letterboxed network input at stride 4 (padding
-            included, e.g. [48, 160] for a 192x640 input), what ``semantic`` is made of.
-        upsample: brings a stride-4 map to [H, W] (nearest cell).
+        class_cells: uint8 dataset class (void 255) per cell of the letterboxed network input at the model's
+            merge stride (padding included, e.g. [192, 624] for a 384x1248 input at stride 2), what
+            ``semantic`` is made of.
+        upsample: brings a merge-stride map to [H, W] (nearest cell).
         reset_reason: why the temporal state was reset before this frame ("" if it was not).
         timings_ms: per-stage wall time.
     """
@@ -121,23 +121,23 @@ class InstancePool:
 
 
 class _Geometry:
-    """Per input size: the letterbox plus index and weight tables to bring stride-4 maps back exactly."""
+    """Per input size: the letterbox plus index and weight tables to bring merge-stride maps back exactly."""
 
-    def __init__(self, box: Letterbox) -> None:
+    def __init__(self, box: Letterbox, stride: int) -> None:
         self.box = box
-        self.rows, self.cols = box.grid_indices(MERGE_STRIDE)
-        h4, w4 = box.target[0] // MERGE_STRIDE, box.target[1] // MERGE_STRIDE
+        self.rows, self.cols = box.grid_indices(stride)
+        h4, w4 = box.target[0] // stride, box.target[1] // stride
         row_count = np.bincount(self.rows, minlength=h4).astype(np.float64)          # source rows per cell row
         col_count = np.bincount(self.cols, minlength=w4).astype(np.float64)
         row_ysum = np.bincount(self.rows, weights=np.arange(box.source[0]), minlength=h4)
         col_xsum = np.bincount(self.cols, weights=np.arange(box.source[1]), minlength=w4)
-        # Per stride-4 cell: source pixels it covers and the sums of their x and y (for exact centroids).
+        # Per cell: source pixels it covers and the sums of their x and y (for exact centroids).
         self.cell_area = (row_count[:, None] * col_count[None, :]).ravel()
         self.cell_x = (row_count[:, None] * col_xsum[None, :]).ravel()
         self.cell_y = (row_ysum[:, None] * col_count[None, :]).ravel()
 
     def upsample(self, cells: np.ndarray) -> np.ndarray:
-        """[H4, W4] -> [H, W] nearest neighbour: columns on the small map, then whole rows (about 10x faster than
+        """[Hm, Wm] -> [H, W] nearest neighbour: columns on the small map, then whole rows (about 10x faster than
         one 2-D fancy index at KITTI size)."""
         return cells.take(self.cols, axis=1).take(self.rows, axis=0)
 
@@ -171,12 +171,18 @@ class Pipeline:
         if not np.issubdtype(self.panoptic_dtype, np.integer):
             raise ValueError(f"panoptic_dtype must be an integer dtype, got {self.panoptic_dtype}")
         largest_id = self.data.num_classes * self.label_divisor - 1
-        if largest_id > np.iinfo(self.panoptic_dtype).max:
+        dtype_max = int(np.iinfo(self.panoptic_dtype).max)
+        if largest_id > dtype_max:
             raise ValueError(f"panoptic ids reach {largest_id} ({self.data.num_classes} classes x label_divisor "
                              f"{self.label_divisor}), more than {self.panoptic_dtype} holds")
+        # Void is void_id * label_divisor (KITTI-STEP's 255000) where the dtype holds it, else the dtype's largest
+        # value (65535 in 16UC1); either way its class part is no class, which is how every reader tells void.
+        self.void_panoptic = min(self.data.void_id * self.label_divisor, dtype_max)
         self.instances = InstancePool(self.label_divisor - 1, self.tracker_config.memo_frames)
         self.num_proposals = config.model.num_proposals
-        self._net_to_dataset = np.asarray(self.data.net_to_dataset, dtype=np.int64)
+        self._merge_stride = config.model.merge_stride
+        # Network class -> dataset class, with the assembly's void code (K) last.
+        self._net_to_dataset = np.asarray((*self.data.net_to_dataset, self.data.void_id), dtype=np.int64)
         self._input_size = backend.contract.input_size
         self.set_postprocess(postprocess or config.postprocess)
         self._geometry: _Geometry | None = None
@@ -247,7 +253,7 @@ class Pipeline:
         t0 = time.perf_counter()
         network_input, box = letterbox(image, self._input_size, out=self._network_input)
         if self._geometry is None or self._geometry.box != box:
-            self._geometry = _Geometry(box)
+            self._geometry = _Geometry(box, self._merge_stride)
         geometry = self._geometry
         reason = self._reset_reason(stamp, frame_id)
         if reason:
@@ -298,12 +304,18 @@ class Pipeline:
         slot_instance = np.zeros(n, dtype=np.int64)
         slot_instance[slots] = instances
         slot_class = self._net_to_dataset[labels]
+        # A kept thing the tracker gave no id (a duplicate, or too weak to start a track) is void: a thing
+        # pixel never goes out as instance 0, which reads as a crowd region.
+        untracked = np.zeros(n, dtype=bool)
+        untracked[thing_slots[~tracked]] = True
+        slot_class = np.where(untracked, self.data.void_id, slot_class)
         claimed = slot_map >= 0
         # Per-slot lookups indexed by the slot map directly: its -1 (unclaimed) reads the last slot, whose value
         # np.where then replaces (class) or zeroes (instance).
         class_cells = np.where(claimed, slot_class[slot_map], self._net_to_dataset[out.semantic_map])
-        panoptic_cells = class_cells * self.label_divisor + np.where(claimed, slot_instance[slot_map], 0)
-        # The map is built per stride-4 cell and only then brought to camera resolution.
+        panoptic_cells = np.where(class_cells == self.data.void_id, self.void_panoptic,
+                                  class_cells * self.label_divisor + np.where(claimed, slot_instance[slot_map], 0))
+        # The map is built per cell and only then brought to camera resolution.
         panoptic = geometry.upsample(panoptic_cells.astype(self.panoptic_dtype))
 
         index = slot_map.ravel().astype(np.int64) + 1            # 0 = unclaimed
