@@ -36,7 +36,6 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float32, Header
 from visualization_msgs.msg import MarkerArray
 
-from vknet_model.config import PostprocessConfig
 from vknet_model.percentile import percentile
 from vknet_model.pipeline import FrameResult, Pipeline
 from vknet_ros.conversions import (
@@ -51,6 +50,7 @@ from vknet_ros.messages import class_map_msg, markers_msg, tracks_msg
 from vknet_ros.msg import ClassMap, TrackedObjectArray
 from vknet_ros.node_settings import (
     DYNAMIC,
+    MODEL_VALUE,
     PARAMETERS,
     NodeSettings,
     SettingsError,
@@ -119,12 +119,18 @@ def _open(model: Path, backend: str, device: str, s: NodeSettings) -> Any:
 
 
 def apply_thresholds(pipeline: Pipeline, s: NodeSettings) -> None:
-    """Put the settings' assembly and tracker thresholds into the pipeline (on load and on `ros2 param set`)."""
-    pipeline.set_postprocess(PostprocessConfig(instance_score_thr=s.instance_score_thr, overlap_thr=s.overlap_thr,
-                                               mask_thr=s.mask_thr))
+    """Put the thresholds into the pipeline (on load and on `ros2 param set`): the model's own config, with
+    only the ones the user set (not :data:`MODEL_VALUE`) replaced."""
+    model = pipeline.backend.contract.config
+
+    def chosen(section: Any, names: tuple[str, ...]) -> dict[str, float]:
+        return {n: getattr(s, n) for n in names if getattr(s, n) != MODEL_VALUE and hasattr(section, n)}
+
+    pipeline.set_postprocess(dataclasses.replace(
+        model.postprocess, **chosen(model.postprocess, ("instance_score_thr", "overlap_thr", "mask_thr"))))
     pipeline.set_tracker_config(dataclasses.replace(
-        pipeline.tracker_config, init_score_thr=s.init_score_thr, obj_score_thr=s.obj_score_thr,
-        match_score_thr=s.match_score_thr, reset_gap_s=s.reset_gap_s))
+        model.tracker, **chosen(model.tracker, ("init_score_thr", "obj_score_thr", "match_score_thr",
+                                                "reset_gap_s"))))
 
 
 class VKNetNode(LifecycleNode):

@@ -17,6 +17,10 @@ TORCH_PRECISIONS = ("fp32", "fp16", "bf16")  # vknet_model.backends.torch_backen
 # Thresholds that take effect on the next frame when changed at run time (`ros2 param set`).
 DYNAMIC = ("instance_score_thr", "overlap_thr", "mask_thr", "init_score_thr", "obj_score_thr", "match_score_thr",
            "reset_gap_s")
+# Default of every threshold: the value the model was trained and exported with (its config, in model.json or
+# the checkpoint). A model made with other thresholds runs with its own unless the user sets one.
+MODEL_VALUE = -1.0
+_MODEL = "; -1 = the model's own (its config)"
 
 
 # name -> (default, description). The order is the order of `ros2 param list`.
@@ -35,13 +39,13 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "compressed_input": (False, "subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image"),
     "input_qos": ("sensor_data", "input QoS: sensor_data (best effort, like cameras) | reliable | best_effort"),
     "input_depth": (1, "input queue depth; the worker always takes the newest frame"),
-    "instance_score_thr": (0.25, "[dynamic] minimum score of a thing in the panoptic output"),
-    "overlap_thr": (0.6, "[dynamic] minimum visible fraction of a mask after overlaps"),
-    "mask_thr": (0.5, "[dynamic] mask probability threshold"),
-    "init_score_thr": (0.35, "[dynamic] minimum score to start a new track"),
-    "obj_score_thr": (0.3, "[dynamic] minimum score to continue a track"),
-    "match_score_thr": (0.5, "[dynamic] minimum bi-softmax similarity to match a track"),
-    "reset_gap_s": (1.0, "[dynamic] reset the tracker when frames are further apart than this (s)"),
+    "instance_score_thr": (MODEL_VALUE, "[dynamic] minimum score of a thing in the panoptic output" + _MODEL),
+    "overlap_thr": (MODEL_VALUE, "[dynamic] minimum visible fraction of a mask after overlaps" + _MODEL),
+    "mask_thr": (MODEL_VALUE, "[dynamic] mask probability threshold" + _MODEL),
+    "init_score_thr": (MODEL_VALUE, "[dynamic] minimum score to start a new track" + _MODEL),
+    "obj_score_thr": (MODEL_VALUE, "[dynamic] minimum score to continue a track" + _MODEL),
+    "match_score_thr": (MODEL_VALUE, "[dynamic] minimum bi-softmax similarity to match a track" + _MODEL),
+    "reset_gap_s": (MODEL_VALUE, "[dynamic] reset the tracker when frames are further apart than this (s)" + _MODEL),
     "label_divisor": (1000, "panoptic pixel = class_id * label_divisor + instance"),
     "panoptic_encoding": ("16UC1", "16UC1 (RViz shows it) | 32SC1"),
     "publish_panoptic": (True, "publish the panoptic id image"),
@@ -100,7 +104,12 @@ def _unit(name: str, value: Any) -> float:
 
 
 def validate_dynamic(name: str, value: Any) -> float:
-    """Check one run-time threshold change; raises :class:`SettingsError`."""
+    """Check one threshold (on configure or a run-time change); raises :class:`SettingsError`.
+
+    Any negative value means "the model's own" and is stored as :data:`MODEL_VALUE`.
+    """
+    if float(value) < 0:
+        return MODEL_VALUE
     if name == "reset_gap_s":
         value = float(value)
         if value <= 0:
@@ -128,9 +137,6 @@ def settings_from_values(values: dict[str, Any]) -> NodeSettings:
     encoding = _choice("panoptic_encoding", v["panoptic_encoding"], PANOPTIC_ENCODINGS)
     if divisor < 2:
         raise SettingsError(f"parameter label_divisor={divisor} must be >= 2")
-    if encoding == "16UC1" and 19 * divisor - 1 > 65535:
-        raise SettingsError(f"label_divisor={divisor} makes panoptic ids up to {19 * divisor - 1}, more than 16UC1 "
-                            f"holds (65535): use panoptic_encoding 32SC1 or a smaller divisor")
     period = float(v["diagnostics_period_s"])
     if period <= 0:
         raise SettingsError(f"parameter diagnostics_period_s={period} must be > 0")
