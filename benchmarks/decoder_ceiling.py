@@ -10,7 +10,7 @@ network through this decoder can score higher. Also times the assembly per setti
 bundled model's 37 kernels).
 
 Usage: python benchmarks/decoder_ceiling.py --data DIR [--split val] [--sizes 192x640 384x1248]
-       [--strides 4 2] [--json benchmarks/decoder_ceiling.json]
+       [--strides 4 2] [--mask-strides 8 4] [--json benchmarks/decoder_ceiling.json]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from vknet_model.panoptic import assemble_panoptic
 from vknet_model.preprocess import Letterbox
 
 EPS = 1e-4
-MASK_STRIDE = 8  # the paper's mask features; --mask-strides adds others
+MASK_STRIDE = 8  # the paper's mask features
 
 
 def perfect_panoptic(gt: np.ndarray, data: DataConfig, size: tuple[int, int], stride: int,
@@ -79,8 +79,8 @@ def perfect_panoptic(gt: np.ndarray, data: DataConfig, size: tuple[int, int], st
     return cells.take(cols, axis=1).take(rows, axis=0)
 
 
-def time_assembly(size: tuple[int, int], stride: int, kernels: int = 37, runs: int = 20) -> float:
-    h, w = size[0] // MASK_STRIDE, size[1] // MASK_STRIDE
+def time_assembly(size: tuple[int, int], stride: int, mask_stride: int, kernels: int = 37, runs: int = 20) -> float:
+    h, w = size[0] // mask_stride, size[1] // mask_stride
     gen = torch.Generator().manual_seed(0)
     masks = torch.randn(kernels, h, w, generator=gen) * 4
     cls = torch.rand(kernels, 19, generator=gen)
@@ -90,7 +90,7 @@ def time_assembly(size: tuple[int, int], stride: int, kernels: int = 37, runs: i
         for i in range(runs + 2):
             start = time.perf_counter()
             assemble_panoptic(cls, masks, sem, num_proposals=20, num_thing_classes=2, instance_score_thr=0.25,
-                              overlap_thr=0.6, mask_thr=0.5, mask_stride=MASK_STRIDE, upsample=MASK_STRIDE // stride)
+                              overlap_thr=0.6, mask_thr=0.5, mask_stride=mask_stride, upsample=mask_stride // stride)
             if i >= 2:
                 times.append(1e3 * (time.perf_counter() - start))
     return statistics.median(times)
@@ -101,7 +101,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="KITTI-STEP-layout root (e.g. `vknet synth` output)")
     parser.add_argument("--split", default="val")
     parser.add_argument("--sizes", nargs="+", default=["192x640", "384x1248"], help="network inputs HxW")
-    parser.add_argument("--strides", nargs="+", type=int, default=[4, 2])
+    parser.add_argument("--strides", nargs="+", type=int, default=[4, 2], help="merge strides")
+    parser.add_argument("--mask-strides", nargs="+", type=int, default=[8, 4],
+                        help="strides of the perfect masks (the network's model.mask_stride); the merge stride "
+                             "itself is always added: perfect masks on the merge grid")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/decoder_ceiling.json"))
     args = parser.parse_args()
     data, post = DataConfig(), PostprocessConfig()
@@ -111,7 +114,7 @@ def main() -> None:
         size = tuple(int(v) for v in text.split("x"))
         assert len(size) == 2
         for stride in args.strides:
-            for masks_at in (MASK_STRIDE, stride):
+            for masks_at in sorted({m for m in args.mask_strides if m >= stride} | {stride}, reverse=True):
                 scorer = PanopticScorer(data, vpq=False)
                 for seq in sequences:
                     for label in seq.labels:
@@ -119,14 +122,13 @@ def main() -> None:
                         scorer.add(seq.name, gt, perfect_panoptic(gt, data, (size[0], size[1]), stride, post,
                                                                   mask_stride=masks_at))
                 r = scorer.result()
-                ms = time_assembly((size[0], size[1]), stride) if masks_at == MASK_STRIDE else float("nan")
+                ms = time_assembly((size[0], size[1]), stride, masks_at) if masks_at > stride or masks_at in \
+                    args.mask_strides else float("nan")
                 rows.append({"input": text, "merge_stride": stride, "masks_at_stride": masks_at, "STQ": r["STQ"],
                              "AQ": r["AQ"], "SQ": r["SQ"], "SQ_per_class": r["SQ_per_class"],
                              "frames": r["frames"], "assembly_ms": ms})
                 print(f"{text:>9} merge stride {stride}, masks at {masks_at}: STQ {r['STQ']:.4f} AQ {r['AQ']:.4f} "
                       f"SQ {r['SQ']:.4f}  assembly {ms:.1f} ms", flush=True)
-                if masks_at == stride:
-                    break
     print(f"\n{'input':>9} {'merge':>5} {'masks':>5} {'STQ':>7} {'AQ':>7} {'SQ':>7} {'assembly ms':>12}  worst classes")
     for row in rows:
         worst = sorted(row["SQ_per_class"].items(), key=lambda kv: kv[1])[:3]
