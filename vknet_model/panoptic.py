@@ -1,14 +1,14 @@
 """Panoptic assembly as a static-shape tensor function (DESIGN.md 1.1), exported inside the graph.
 
-Thing score = max over thing classes, stuff score = its own class. The stride-8 mask logits are upsampled
-bilinearly to the merge stride (2 by default: stride 4 cost ~0.03 SQ on thin and small objects) before the
-sigmoid. Every pixel goes to the kernel with the highest ``score * sigmoid(mask)``; things below
-``instance_score_thr`` take part in no vote; a segment is kept when the pixels it won inside its own mask
-(sigmoid >= mask_thr) are at least ``overlap_thr`` of that mask. Pixels no kept segment claims take the
-semantic head's class when that is stuff; where it is a thing class they go to the kept thing segment that
-scores best there (if its mask reaches half of ``mask_thr``), else to the semantic head's best stuff class:
-a thing pixel never carries a thing class without an instance, and the assembly never outputs void. Because every vote is one argmax, the result does not depend
-on the order segments are visited in, which is what makes it vectorisable.
+Thing score = max over thing classes, stuff score = its own class. The mask probabilities are upsampled
+bilinearly from the mask stride to the merge stride before the vote. Every pixel goes to the kernel with the
+highest ``score * sigmoid(mask)``; things below ``instance_score_thr`` take part in no vote; a segment is
+kept when the pixels it won inside its own mask (sigmoid >= mask_thr) are at least ``overlap_thr`` of that
+mask. Pixels no kept segment claims take the semantic head's class when that is stuff; where it is a thing
+class they go to the kept thing segment that scores best there (if its mask reaches half of ``mask_thr``),
+else to the semantic head's best stuff class: a thing pixel never carries a thing class without an
+instance, and the assembly never outputs void. Because every vote is one argmax, the result does not
+depend on the order segments are visited in, which is what makes it vectorisable.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def assemble_panoptic(cls_scores: torch.Tensor, mask_logits: torch.Tensor, sem_l
     384x1248 and stride 2, so argmax over the kernel axis (slow in PyTorch along a leading axis) is a max
     plus a first-index tie-break, and nothing is computed twice.
     """
-    n, num_classes = cls_scores.shape
+    n = cls_scores.shape[0]
     masks = mask_logits.sigmoid()[None]                     # upsampled as probabilities, as upstream
     sem = sem_logits[None]
     if upsample != 1:
