@@ -80,7 +80,11 @@ def assemble_panoptic(cls_scores: torch.Tensor, mask_logits: torch.Tensor, sem_l
         masks = F.interpolate(masks, scale_factor=float(upsample), mode="bilinear", align_corners=False)
         sem = F.interpolate(sem, scale_factor=float(upsample), mode="bilinear", align_corners=False)
     masks = masks[0]                                                              # [N, Hm, Wm]
-    semantic = _argmax0(sem[0])                                                   # [Hm, Wm]
+    # The semantic head's best stuff class, and whether a thing class beats it (ties to the thing, the lower
+    # index, as an argmax over all classes would): one argmax over the stuff channels serves both uses.
+    stuff_semantic = _argmax0(sem[0, num_thing_classes:]) + num_thing_classes    # [Hm, Wm]
+    thing_pixel = sem[0, :num_thing_classes].amax(dim=0) >= sem[0, num_thing_classes:].amax(dim=0)
+    semantic = torch.where(thing_pixel, _argmax0(sem[0, :num_thing_classes]), stuff_semantic)
     scores, labels = slot_scores_and_labels(cls_scores, num_proposals=num_proposals,
                                             num_thing_classes=num_thing_classes)
     slot_ids = torch.arange(n, device=cls_scores.device)
@@ -96,8 +100,7 @@ def assemble_panoptic(cls_scores: torch.Tensor, mask_logits: torch.Tensor, sem_l
     own_area = own_mask.to(masks.dtype).sum(dim=(1, 2))
     keep = votes & (won_area > 0) & (won_area >= overlap_thr * own_area)
     claimed = owner_mask & keep[owner]
-    # Unclaimed pixels the semantic head calls a thing: the best kept thing segment there, or void.
-    thing_pixel = semantic < num_thing_classes
+    # Unclaimed pixels the semantic head calls a thing: the best kept thing segment there, else (below) stuff.
     if num_proposals:
         kept_things = (keep & is_thing)[:num_proposals]
         thing_weighted = torch.where(kept_things, scores[:num_proposals],
@@ -111,27 +114,31 @@ def assemble_panoptic(cls_scores: torch.Tensor, mask_logits: torch.Tensor, sem_l
     # A thing pixel no kept thing reaches takes the semantic head's best *stuff* class: never a thing class
     # without an instance, and never void, which deeplab2's SQ counts as one more class of IoU 0 for the
     # whole evaluation once a single pixel of it is predicted.
-    stuff_semantic = _argmax0(sem[0, num_thing_classes:]) + num_thing_classes
     semantic_map = torch.where(claimed | fill, labels[slot_map.clamp(min=0)],
                                torch.where(thing_pixel, stuff_semantic, semantic))
-    owned = slot_map[None] == slot_ids[:, None, None]                             # [N, Hm, Wm], disjoint
+    # Owned pixels as float once: sums and maxima of float run several times faster in ONNX Runtime than the
+    # int64 that reductions of a bool become.
+    owned = (slot_map[None] == slot_ids[:, None, None]).to(masks.dtype)           # [N, Hm, Wm], disjoint
     return PanopticSlots(
         slot_map=slot_map.to(torch.int32),
         semantic_map=semantic_map.to(torch.int32),
         scores=scores,
         labels=labels.to(torch.int32),
         keep=keep,
-        areas=owned.to(torch.int32).sum(dim=(1, 2), dtype=torch.int32),
+        areas=owned.sum(dim=(1, 2)).to(torch.int32),
         boxes=_boxes(owned, stride=mask_stride // upsample),
     )
 
 
 def _argmax0(x: torch.Tensor) -> torch.Tensor:
-    """argmax over the leading axis of [N, H, W] (first index on ties, as torch.argmax), int64 [H, W].
+    """argmax over the leading axis of [N, H, W] (first index on ties), int64 [H, W].
 
-    A max, an equality and a max of descending ranks: each a fast vectorised pass, where PyTorch's own
-    argmax along a leading axis is several times slower than all three on a CPU.
+    Eager PyTorch's argmax along a leading axis is several times slower on a CPU than a max, an equality and
+    a max of descending ranks, so eager runs those; the exported graph keeps one ArgMax, which ONNX Runtime
+    runs 5x faster than the three (0.4 vs 1.9 ms at [37, 96, 312]). Both take the first index on ties.
     """
+    if torch.compiler.is_exporting():
+        return x.argmax(dim=0)
     n = x.shape[0]
     best = x.amax(dim=0, keepdim=True)
     rank = torch.arange(n, 0, -1, device=x.device, dtype=x.dtype)[:, None, None]   # n .. 1
@@ -139,10 +146,10 @@ def _argmax0(x: torch.Tensor) -> torch.Tensor:
 
 
 def _boxes(owned: torch.Tensor, *, stride: int) -> torch.Tensor:
-    """owned bool [N, H, W] -> float [N, 4] x1, y1, x2, y2 in pixels of ``stride``-scaled cells; 0 if empty."""
+    """owned 0/1 float [N, H, W] -> float [N, 4] x1, y1, x2, y2 in pixels of ``stride``-scaled cells; 0 if empty."""
     h, w = owned.shape[1:]
-    cols = owned.any(dim=1)                                                       # [N, W]
-    rows = owned.any(dim=2)                                                       # [N, H]
+    cols = owned.amax(dim=1) > 0                                                  # [N, W]
+    rows = owned.amax(dim=2) > 0                                                  # [N, H]
     xs = torch.arange(w, device=owned.device)
     ys = torch.arange(h, device=owned.device)
     x1 = torch.where(cols, xs, w).amin(dim=1)
