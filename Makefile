@@ -44,7 +44,7 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy vknet_ros vknet_model training tools
+	$(BIN)/mypy vknet_ros vknet_model vknet_data vknet_eval training tools vknet_cli.py
 
 test: lint
 	$(BIN)/python -m pytest tests

@@ -13,9 +13,12 @@ setup(
     description="Video K-Net: online video panoptic segmentation and tracking, with a ROS 2 node",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["vknet_ros", "vknet_ros.*", "vknet_model", "vknet_model.*",
-                                    "training", "training.*"]),
-    package_data={"vknet_model": ["assets/*"]},
+    packages=find_packages(include=["vknet_ros", "vknet_ros.*", "vknet_model", "vknet_model.*", "vknet_data",
+                                    "vknet_data.*", "vknet_eval", "vknet_eval.*", "training", "training.*"]),
+    py_modules=["vknet_cli"],
+    # Everything a command reads at run time ships inside the packages: model configs, the bundled model,
+    # the node's parameter file, the RViz config and the DDS profile.
+    package_data={"vknet_model": ["assets/*", "configs/*.yaml"], "vknet_ros": ["config/*"]},
     install_requires=[
         "numpy>=1.24",
         "scipy>=1.10",
@@ -28,5 +31,5 @@ setup(
         "rosbags>=0.10",
         "mcap>=1.1",
     ],
-    entry_points={"console_scripts": ["vknet = vknet_model.cli:main"]},
+    entry_points={"console_scripts": ["vknet = vknet_cli:main"]},
 )

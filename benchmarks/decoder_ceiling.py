@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 import torch
 
-from training.datasets import kitti_step_sequences
 from training.losses import targets_from_panoptic
-from training.scoring import PanopticScorer
+from vknet_data.datasets import kitti_step_sequences
+from vknet_eval.scoring import PanopticScorer
 from vknet_model.config import DataConfig, PostprocessConfig
 from vknet_model.panoptic import assemble_panoptic
 from vknet_model.preprocess import Letterbox

@@ -5,7 +5,7 @@ On the device machine, from the repository root (it has torch, numpy, OpenCV and
                                     # PYTHONPATH to the checkout, runs this with --out $OUT
 
 Steps, each written under --out as soon as it finishes, so a run cut short keeps what it had:
-1. the CUDA tests (tests/test_torch_backend.py -m gpu): CUDA against CPU, CUDA graph replay against eager;
+1. the CUDA tests (tests/model/test_torch_backend.py -m gpu): CUDA against CPU, CUDA graph replay against eager;
 2. `vknet bench` with the torch backend, per config and variant (fp32 eager, fp16 eager, fp16 + CUDA graph):
    per-stage p50/p90, end-to-end frames per second, peak CUDA memory; r50 is timed at 384x1248 with random
    weights (seed 0), which cost what trained ones do;
@@ -57,7 +57,7 @@ def run_cuda_tests(out: Path) -> dict[str, Any]:
     except ImportError:
         return {"ran": False, "why": "pytest is not installed here (carry build/gpu_wheels)"}
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider",
-           str(REPO / "tests" / "test_torch_backend.py")]
+           str(REPO / "tests" / "model" / "test_torch_backend.py")]
     if importlib.util.find_spec("pytest_timeout") is not None:
         cmd += ["--timeout", str(TEST_TIMEOUT_S // 2)]  # one hung test must not eat the device's call
     start = time.perf_counter()

@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from training.bags import BagReader, kitti_step_sources, write_bag
-from training.synth import SynthConfig, write_sequences
+from vknet_data.synth import SynthConfig, write_sequences
 from vknet_model.bundled import resolve_model
+from vknet_ros.bags import BagReader, kitti_step_sources, write_bag
 from vknet_ros.dds_env import apply_loopback_environment
 from vknet_ros.node import WORKER_STAGES
 from vknet_ros.replay import replay_through_node

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from training.synth import SynthConfig, render_sequence
+from vknet_data.synth import SynthConfig, render_sequence
 from vknet_model.backends import open_backend
 from vknet_model.parity import compare_backends
 

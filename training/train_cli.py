@@ -11,7 +11,7 @@ decay, gradient clipping and mixed precision on GPUs. Writes into --out:
 
 One GPU or CPU:  vknet train --config r50 --data /data/kitti-step --out runs/r50 --backbone-weights resnet50.pth
 Synthetic:       vknet train --config tiny_synth --synthetic --out runs/tiny   (fresh scenes every pair)
-Several GPUs:    torchrun --nproc_per_node 8 -m vknet_model.cli train --config r50 --data ... --out ...
+Several GPUs:    torchrun --nproc_per_node 8 -m vknet_cli train --config r50 --data ... --out ...
 (several nodes: add torchrun's --nnodes/--node_rank/--rdzv_endpoint; train.batch_size is per process).
 """
 
@@ -45,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.datasets import DatasetError
     from training.trainer import RunOptions, train
+    from vknet_data.datasets import DatasetError
     from vknet_model.checkpoint import CheckpointError
     from vknet_model.config import ConfigError, resolve_config
     from vknet_model.pretrained import PretrainedError

@@ -23,11 +23,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from training.datasets import AugmentConfig, FramePairDataset, VideoSequence, kitti_step_sequences
-from training.evaluate import evaluate_stq
 from training.losses import FrameTargets, LossWeights, VideoKNetCriterion, targets_from_panoptic
-from training.synth import SynthConfig, write_sequences
-from training.synth_stream import TRAIN_SCENE_SEED, SyntheticPairStream, single_thread_worker
+from vknet_data.datasets import AugmentConfig, FramePairDataset, VideoSequence, kitti_step_sequences
+from vknet_data.synth import SynthConfig, write_sequences
+from vknet_data.synth_stream import TRAIN_SCENE_SEED, SyntheticPairStream, single_thread_worker
+from vknet_eval.evaluate import evaluate_stq
 from vknet_model.backbone import freeze_batchnorm
 from vknet_model.backends.torch_backend import TorchBackend
 from vknet_model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
@@ -48,7 +48,7 @@ class RunOptions:
 
     data: Path | None               # KITTI-STEP-layout root (with ``synthetic``: only validation reads it)
     out: Path
-    synthetic: bool = False         # train on freshly generated scenes (training.synth_stream)
+    synthetic: bool = False         # train on freshly generated scenes (vknet_data.synth_stream)
     backbone_weights: Path | None = None  # torchvision ResNet state dict (ImageNet) for the backbone
     split: str = "train"
     val_split: str | None = "val"

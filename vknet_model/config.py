@@ -298,8 +298,9 @@ def load_config(path: str | Path) -> VKNetConfig:
 
 
 def builtin_config_path(name: str) -> Path:
-    """Path of a config shipped in ``config/models`` (``tiny``, ``r18``, ``r50``)."""
-    path = Path(__file__).resolve().parent.parent / "config" / "models" / f"{name}.yaml"
+    """Path of a config shipped with the package in ``vknet_model/configs`` (``tiny``, ``tiny_synth``, ``r18``,
+    ``r50``): package data, so that an installed wheel finds them as a source checkout does."""
+    path = Path(__file__).resolve().parent / "configs" / f"{name}.yaml"
     if not path.is_file():
         shipped = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"no built-in config {name!r}; shipped: {shipped}")

@@ -91,7 +91,7 @@ def letterbox(image: np.ndarray, target: tuple[int, int], out: np.ndarray | None
     box = Letterbox.fit(image.shape[:2], target)
     rh, rw = box.resized
     if (rh, rw) != image.shape[:2]:
-        # Bilinear, as the training augmentation resizes (training/datasets.py): the network sees the same
+        # Bilinear, as the training augmentation resizes (vknet_data/datasets.py): the network sees the same
         # kind of pixels it learned on, and it is 8x cheaper than INTER_AREA at KITTI size (0.5 vs 4.2 ms).
         image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
     canvas = out[0]

@@ -137,7 +137,7 @@ def _message_builder() -> Any | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.synth import SynthConfig, render_sequence
+    from vknet_data.synth import SynthConfig, render_sequence
 
     if (args.precision != "fp32" or args.cuda_graph) and set(args.backends) != {"torch"}:
         print(f"note: --precision {args.precision}{' --cuda-graph' if args.cuda_graph else ''} applies to the "

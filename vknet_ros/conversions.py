@@ -111,7 +111,7 @@ def cv_bridge() -> Any | None:
 def decode_image(msg: Image, bridge: Any | None = None, *, copy: bool = True) -> np.ndarray:
     """The node's decoder: the same checks as :func:`image_msg_to_rgb`, then cv_bridge's conversion where it is
     installed (the reference ROS users know) and the numpy path otherwise. Both give identical pixels
-    (tests/test_conversions.py compares them where cv_bridge exists).
+    (tests/ros/test_conversions.py compares them where cv_bridge exists).
 
     Args:
         copy: False lets an rgb8 image come back as a view of ``msg.data`` (no copy of a camera
@@ -153,7 +153,7 @@ def labels_to_serialized_image(labels: np.ndarray, header: Header, encoding: str
     The node's label images go out this way because building the Python message would copy the pixels twice
     more (into its ``array.array``, then into rclpy's C message) and rmw would then serialise them once more.
     A map already in the encoding's dtype (the node's pipeline builds it so) needs no range check and no
-    converted copy. tests/test_conversions.py deserialises the bytes with rclpy and compares every field.
+    converted copy. tests/ros/test_conversions.py deserialises the bytes with rclpy and compares every field.
 
     Raises:
         ValueError: unknown encoding, or a label that does not fit the encoding's range (silently

@@ -17,8 +17,9 @@ MAX_DOMAIN_ID = 101
 
 
 def profile_path() -> Path:
-    """Locate the shipped Fast DDS profile: in the source tree, else in the installed share directory."""
-    source = Path(__file__).resolve().parent.parent / "config" / PROFILE_NAME
+    """Locate the shipped Fast DDS profile: package data beside this module (source tree, wheel, colcon's
+    site-packages), else the ament share directory."""
+    source = Path(__file__).resolve().parent / "config" / PROFILE_NAME
     if source.is_file():
         return source
     try:
@@ -26,7 +27,7 @@ def profile_path() -> Path:
 
         installed = Path(get_package_share_directory("vknet_ros")) / "config" / PROFILE_NAME
     except (ImportError, LookupError, ValueError) as exc:
-        raise FileNotFoundError(f"{PROFILE_NAME} not found in the source tree and vknet_ros is not "
+        raise FileNotFoundError(f"{PROFILE_NAME} not found beside the vknet_ros package and vknet_ros is not "
                                 f"installed in an ament prefix ({exc})") from exc
     if not installed.is_file():
         raise FileNotFoundError(f"{installed} is missing: reinstall vknet_ros")

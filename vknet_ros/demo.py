@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from training.bags import BagFrame
+from vknet_ros.bags import BagFrame
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,10 +106,10 @@ class OverlayRecorder:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.bags import BagReader, kitti_step_sources, write_bag
-    from training.scoring import PanopticScorer, format_table
-    from training.synth import SynthConfig, write_sequences
+    from vknet_data.synth import SynthConfig, write_sequences
+    from vknet_eval.scoring import PanopticScorer, format_table
     from vknet_model.bundled import resolve_model
+    from vknet_ros.bags import BagReader, kitti_step_sources, write_bag
     from vknet_ros.dds_env import apply_loopback_environment
     from vknet_ros.replay import ReplayError, describe, replay_through_node
 

@@ -79,7 +79,7 @@ def _round_trip(frames: int, height: int, width: int, rate_hz: float) -> tuple[i
         client = EchoClient(node, executor, prefix="doctor")
         if not client.warm_up(rgb_to_image_msg(pixels, Header(frame_id="warmup"))):
             raise RuntimeError("the echo process never answered: DDS discovery failed on loopback. Check "
-                               "that FASTDDS_DEFAULT_PROFILES_FILE points at config/fastdds_loopback.xml "
+                               "that FASTDDS_DEFAULT_PROFILES_FILE points at vknet_ros/config/fastdds_loopback.xml "
                                "and that /dev/shm is writable")
         period = 1.0 / rate_hz
         for index in range(frames):

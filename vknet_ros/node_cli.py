@@ -1,13 +1,13 @@
 """Run the vknet ROS 2 node (the same node as `ros2 run vknet_ros vknet_node`) from this venv.
 
 Options below are shortcuts for node parameters; anything after --ros-args goes to ROS unchanged
-(remappings, -p name:=value, --params-file config/vknet.yaml, -r __ns:=/front). The node subscribes to
+(remappings, -p name:=value, --params-file vknet_ros/config/vknet.yaml, -r __ns:=/front). The node subscribes to
 `image` and `camera_info` and publishes panoptic, semantic, overlay, tracks, markers and class_map.
 Without --model it runs the bundled model.
 
 Examples:
   vknet node --ros-args -r image:=/camera/image_raw -r camera_info:=/camera/camera_info
-  vknet node --model run/model.onnx --backend onnxruntime --ros-args --params-file config/vknet.yaml
+  vknet node --model run/model.onnx --backend onnxruntime --ros-args --params-file vknet_ros/config/vknet.yaml
   vknet node --loopback   # keep DDS on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST + profile)
 """
 

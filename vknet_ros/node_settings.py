@@ -1,6 +1,6 @@
 """The node's parameters: names, defaults, descriptions and validation, without rclpy.
 
-One table drives everything: the node declares these parameters with their descriptions, `config/vknet.yaml`
+One table drives everything: the node declares these parameters with their descriptions, `vknet_ros/config/vknet.yaml`
 lists the same names (a test checks it), and :func:`settings_from_values` turns whatever the user set into a
 validated :class:`NodeSettings` or a :class:`SettingsError` naming the parameter and the allowed values.
 """

@@ -30,8 +30,8 @@ from typing import Protocol
 
 import numpy as np
 
-from training.bags import BagFrame
 from vknet_model.percentile import percentile
+from vknet_ros.bags import BagFrame
 from vknet_ros.child_process import popen_tied_to_parent
 from vknet_ros.spinner import BackgroundSpinner
 
@@ -40,7 +40,7 @@ READY_TIMEOUT_S = 120.0
 
 
 class FrameSource(Protocol):
-    """Anything that yields frames in time order: a :class:`training.bags.BagReader`, a video file reader."""
+    """Anything that yields frames in time order: a :class:`vknet_ros.bags.BagReader`, a video file reader."""
 
     def frames(self) -> Iterator[BagFrame]: ...
 

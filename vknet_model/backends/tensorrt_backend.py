@@ -69,7 +69,7 @@ class TensorRTUnavailableError(BackendError):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Plain decisions (no TensorRT needed; covered by tests/test_engine_cache.py)
+# Plain decisions (no TensorRT needed; covered by tests/model/test_engine_cache.py)
 
 
 def enum_name(value: Any) -> str:

@@ -1,0 +1,39 @@
+"""Backend parity tooling: torch vs ONNX Runtime through compare_backends, and the TensorRT parity script's
+own path (run with ONNX Runtime as the candidate, since TensorRT cannot be installed here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from vknet_data.synth import SynthConfig, render_sequence
+from vknet_model.backends.onnxruntime_backend import OnnxRuntimeBackend
+from vknet_model.backends.torch_backend import TorchBackend
+from vknet_model.bundled import BUNDLED_MODEL, BUNDLED_ONNX
+from vknet_model.parity import compare_backends
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_torch_and_onnxruntime_agree_frame_after_frame() -> None:
+    images = render_sequence(0, 2003, SynthConfig(frames=3))[0]
+    report = compare_backends(TorchBackend.from_checkpoint(BUNDLED_MODEL), OnnxRuntimeBackend(BUNDLED_ONNX), images)
+    assert report.frames == 3
+    assert {"kernels", "embeddings", "cls_scores"} <= set(report.max_abs)
+    assert report.worst_float() < 1e-3, report.max_abs
+    assert report.worst_mismatch() == 0.0, report.mismatch
+
+
+def test_parity_script_runs_and_reports(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("tensorrt_parity", ROOT / "benchmarks" / "tensorrt_parity.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tensorrt_parity"] = module
+    spec.loader.exec_module(module)
+    out = tmp_path / "parity.json"
+    assert module.main(["--onnx", str(BUNDLED_ONNX), "--candidate", "onnxruntime", "--frames", "2",
+                        "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["pass"] and data["frames"] == 2 and max(data["max_abs"].values()) == 0.0

@@ -1,0 +1,255 @@
+"""Bag tools: KITTI-STEP / raw-KITTI -> rosbag2 -> frames round trips, damaged bags, ROS 1 (kitti2bag) bags,
+and `vknet eval-bag` agreeing with `vknet predict` + `vknet eval`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from vknet_cli import main
+from vknet_data.datasets import kitti_step_sequences, read_rgb
+from vknet_data.synth import SynthConfig, write_sequences
+from vknet_model.checkpoint import save_checkpoint
+from vknet_model.config import resolve_config
+from vknet_model.network import build_model
+from vknet_ros.bags import (
+    CAMERA_INFO_TOPIC,
+    DEFAULT_START_NS,
+    GT_TOPIC,
+    IMAGE_TOPIC,
+    SEQUENCE_GAP_S,
+    BagError,
+    BagReader,
+    kitti_step_sources,
+    raw_kitti_sources,
+    write_bag,
+)
+
+FRAMES = 4
+
+
+@pytest.fixture(scope="module")
+def step_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("step")
+    write_sequences(root, sequences=2, seed=5, split="val", cfg=SynthConfig(height=96, width=320, frames=FRAMES),
+                    progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = resolve_config("tiny")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint(path, build_model(cfg), cfg)
+    return path
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8"])
+def test_kitti_step_bag_round_trip_is_exact(step_root: Path, tmp_path: Path, storage: str, encoding: str) -> None:
+    bag = tmp_path / "bag"
+    report = write_bag(bag, kitti_step_sources(step_root, "val", rate_hz=10.0), storage=storage, encoding=encoding,
+                       progress=False)
+    assert (report.sequences, report.frames, report.messages) == (2, 2 * FRAMES, 3 * 2 * FRAMES)
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert meta["version"] == 8 and meta["storage_identifier"] == storage
+    assert {t["topic_metadata"]["name"] for t in meta["topics_with_message_count"]} == {
+        IMAGE_TOPIC, CAMERA_INFO_TOPIC, GT_TOPIC}
+
+    sequences = {s.name: s for s in kitti_step_sequences(step_root, "val")}
+    reader = BagReader(bag)
+    frames = list(reader.frames())
+    assert len(frames) == 2 * FRAMES
+    for k, frame in enumerate(frames):
+        seq = sequences[frame.sequence]
+        assert frame.index == k % FRAMES and frame.sequence == ("0000", "0001")[k // FRAMES]
+        np.testing.assert_array_equal(frame.image, read_rgb(seq.images[frame.index]))
+        assert frame.panoptic is not None
+        np.testing.assert_array_equal(frame.panoptic, seq.labels[frame.index]())
+        expected = DEFAULT_START_NS + frame.index * 100_000_000
+        if frame.sequence == "0001":
+            expected += (FRAMES - 1) * 100_000_000 + round(SEQUENCE_GAP_S * 1e9)
+        assert frame.stamp_ns == expected
+    assert reader.report.sequences == ["0000", "0001"] and reader.report.damage is None
+
+
+def test_camera_info_carries_the_calibration(step_root: Path, tmp_path: Path) -> None:
+    from rosbags.highlevel import AnyReader
+
+    bag = tmp_path / "bag"
+    write_bag(bag, kitti_step_sources(step_root, "val"), progress=False)
+    calib = (step_root / "calib/val/0000.txt").read_text().split()[1:]
+    with AnyReader([bag]) as reader:
+        conns = [c for c in reader.connections if c.topic == CAMERA_INFO_TOPIC]
+        infos = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages(connections=conns)]
+    assert len(infos) == 2 * FRAMES
+    np.testing.assert_allclose(infos[0].p, [float(v) for v in calib])
+    assert (infos[0].width, infos[0].height) == (320, 96)
+    np.testing.assert_allclose(infos[0].k, infos[0].p.reshape(3, 4)[:, :3].reshape(-1))
+
+
+def test_a_truncated_mcap_bag_is_reported_and_its_readable_frames_are_used(step_root: Path, tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    bag = tmp_path / "bag"
+    write_bag(bag, kitti_step_sources(step_root, "val"), progress=False)
+    data = next(bag.glob("*.mcap"))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size * 9 // 10])  # inside the second 1 MiB chunk
+    reader = BagReader(bag)
+    frames = list(reader.frames())
+    assert reader.report.damage is not None and "cut-off" in reader.report.damage
+    assert 2 <= len(frames) < 2 * FRAMES
+    first = kitti_step_sequences(step_root, "val")[0]
+    np.testing.assert_array_equal(frames[0].image, read_rgb(first.images[0]))
+    assert "damaged" in caplog.text and f"{len(frames)} readable frames" in caplog.text
+
+
+def test_a_truncated_sqlite_bag_gives_a_clear_error(step_root: Path, tmp_path: Path) -> None:
+    bag = tmp_path / "bag"
+    write_bag(bag, kitti_step_sources(step_root, "val"), storage="sqlite3", progress=False)
+    data = next(bag.glob("*.db3"))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    with pytest.raises(BagError, match=r"cannot open bag .*cannot be recovered"):
+        list(BagReader(bag).frames())
+
+
+def test_missing_and_malformed_bags_are_reported(tmp_path: Path) -> None:
+    with pytest.raises(BagError, match="does not exist"):
+        BagReader(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BagError, match=r"without metadata\.yaml"):
+        BagReader(tmp_path / "empty")
+
+
+def test_writer_refuses_to_overwrite(step_root: Path, tmp_path: Path) -> None:
+    (tmp_path / "bag").mkdir()
+    with pytest.raises(BagError, match="already exists"):
+        write_bag(tmp_path / "bag", kitti_step_sources(step_root, "val"), progress=False)
+
+
+def test_ros1_kitti2bag_bag_is_read(tmp_path: Path) -> None:
+    """kitti2bag layout: bgr8 colour and mono8 grey cameras under /kitti/...; the colour left one is chosen."""
+    from rosbags.rosbag1 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS1_NOETIC)
+    image_cls, header_cls = store.types["sensor_msgs/msg/Image"], store.types["std_msgs/msg/Header"]
+    time_cls = store.types["builtin_interfaces/msg/Time"]
+    rng = np.random.default_rng(0)
+    colour = [rng.integers(0, 255, (24, 40, 3), dtype=np.uint8) for _ in range(3)]
+    path = tmp_path / "kitti_2011_09_26_drive_0005_synced.bag"
+    with Writer(path) as writer:
+        conns = {topic: writer.add_connection(topic, "sensor_msgs/msg/Image", typestore=store) for topic in (
+            "/kitti/camera_gray_left/image_raw", "/kitti/camera_color_left/image_raw",
+            "/kitti/camera_color_right/image_raw")}
+        for t, rgb in enumerate(colour):
+            stamp = 1_317_000_000 * 10**9 + t * 103_000_000
+            header = header_cls(seq=t, stamp=time_cls(sec=stamp // 10**9, nanosec=stamp % 10**9),
+                                frame_id="camera_color_left")
+            for topic, conn in conns.items():
+                if "gray" in topic:
+                    msg = image_cls(header=header, height=24, width=40, encoding="mono8", is_bigendian=0, step=40,
+                                    data=rgb[:, :, 0].reshape(-1).copy())
+                else:
+                    msg = image_cls(header=header, height=24, width=40, encoding="bgr8", is_bigendian=0, step=120,
+                                    data=np.ascontiguousarray(rgb[:, :, ::-1]).reshape(-1))
+                writer.write(conn, stamp, store.serialize_ros1(msg, "sensor_msgs/msg/Image"))
+    reader = BagReader(path)
+    frames = list(reader.frames())
+    assert reader.report.image_topic == "/kitti/camera_color_left/image_raw" and reader.report.gt_topic is None
+    assert len(frames) == 3 and {f.sequence for f in frames} == {"0000"}
+    for frame, rgb in zip(frames, colour, strict=True):
+        np.testing.assert_array_equal(frame.image, rgb)
+        assert frame.panoptic is None and frame.frame_id == "camera_color_left"
+
+
+def test_raw_kitti_drive_keeps_its_timestamps(tmp_path: Path) -> None:
+    drive = tmp_path / "2011_09_26" / "2011_09_26_drive_0005_sync"
+    data = drive / "image_02" / "data"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 255, (30, 50, 3), dtype=np.uint8) for _ in range(3)]
+    for t, rgb in enumerate(images):
+        cv2.imwrite(str(data / f"{t:010d}.png"), rgb[:, :, ::-1])
+    (drive / "image_02" / "timestamps.txt").write_text(
+        "2011-09-26 13:02:25.964389445\n2011-09-26 13:02:26.067700000\n2011-09-26 13:02:26.171011111\n")
+    (drive.parent / "calib_cam_to_cam.txt").write_text("P_rect_02: " + " ".join(str(float(i)) for i in range(12)))
+    sources = raw_kitti_sources(drive)
+    assert sources[0].camera is not None and sources[0].camera.projection == tuple(float(i) for i in range(12))
+    bag = tmp_path / "bag"
+    write_bag(bag, sources, progress=False)
+    frames = list(BagReader(bag).frames())
+    assert [f.stamp_ns for f in frames] == [1317042145964389445, 1317042146067700000, 1317042146171011111]
+    for frame, rgb in zip(frames, images, strict=True):
+        np.testing.assert_array_equal(frame.image, rgb)
+        assert frame.panoptic is None
+
+
+def test_raw_kitti_stamp_count_mismatch_is_an_error(tmp_path: Path) -> None:
+    data = tmp_path / "drive" / "image_02" / "data"
+    data.mkdir(parents=True)
+    cv2.imwrite(str(data / "0000000000.png"), np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "drive" / "image_02" / "timestamps.txt").write_text("")
+    with pytest.raises(BagError, match="0 stamps for 1 images"):
+        raw_kitti_sources(tmp_path / "drive")
+
+
+def test_undecodable_frames_are_skipped_and_counted(tmp_path: Path) -> None:
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    image_cls, header_cls = store.types["sensor_msgs/msg/Image"], store.types["std_msgs/msg/Header"]
+    time_cls = store.types["builtin_interfaces/msg/Time"]
+    bag = tmp_path / "bag"
+    with Writer(bag, version=8) as writer:
+        conn = writer.add_connection(IMAGE_TOPIC, "sensor_msgs/msg/Image", typestore=store)
+        for t, (encoding, nbytes) in enumerate([("rgb8", 12), ("16UC1", 8), ("rgb8", 5), ("rgb8", 12)]):
+            header = header_cls(stamp=time_cls(sec=t, nanosec=0), frame_id="camera")
+            msg = image_cls(header=header, height=2, width=2, encoding=encoding, is_bigendian=0,
+                            step=6 if encoding == "rgb8" else 4, data=np.arange(nbytes, dtype=np.uint8))
+            writer.write(conn, t * 10**9, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+    reader = BagReader(bag, reset_gap_s=5.0)
+    frames = list(reader.frames())
+    assert len(frames) == 2 and reader.report.undecodable == 2
+    assert any("16UC1" in e for e in reader.report.errors) and any("5 bytes" in e for e in reader.report.errors)
+
+
+def test_bag_cli_and_eval_bag_agree_with_predict_and_eval(step_root: Path, checkpoint: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    bag = tmp_path / "bag"
+    assert main(["bag", "--from-kitti-step", str(step_root), "--split", "val", "--out", str(bag),
+                 "--no-progress"]) == 0
+    assert "2 sequence(s), 8 frames, 24 messages" in capsys.readouterr().out
+    offline = tmp_path / "offline.json"
+    assert main(["eval-bag", "--bag", str(bag), "--model", str(checkpoint), "--json", str(offline),
+                 "--no-progress"]) == 0
+    pred = tmp_path / "pred"
+    folder = tmp_path / "folder.json"
+    assert main(["predict", "--model", str(checkpoint), "--data", str(step_root), "--out", str(pred)]) == 0
+    assert main(["eval", "--gt", str(step_root), "--pred", str(pred), "--json", str(folder)]) == 0
+    a, b = json.loads(offline.read_text()), json.loads(folder.read_text())
+    for key in ("STQ", "AQ", "SQ", "VPQ"):
+        assert a[key] == pytest.approx(b[key], abs=1e-12), key
+    assert a["per_sequence"].keys() == b["per_sequence"].keys()
+    assert a["bag"]["frames"] == 8 and a["bag"]["damage"] is None
+
+
+def test_eval_bag_without_ground_truth_says_so(step_root: Path, checkpoint: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    bag = tmp_path / "bag"
+    assert main(["bag", "--from-kitti-step", str(step_root), "--out", str(bag), "--no-gt", "--no-progress"]) == 0
+    assert main(["eval-bag", "--bag", str(bag), "--model", str(checkpoint), "--no-progress"]) == 2
+    assert "no ground-truth topic" in capsys.readouterr().err
+
+
+def test_an_unwritable_destination_is_a_bag_error(step_root: Path, tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(BagError, match="cannot write"):
+        write_bag(tmp_path / "a_file" / "bag", kitti_step_sources(step_root, "val"), progress=False)

@@ -1,0 +1,86 @@
+"""`vknet bench`: the table and the JSON fields the speed issue asks for (a smoke run, no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vknet_cli import main
+
+
+def test_bench_writes_per_stage_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--config", "tiny", "--backends", "torch", "--frames", "10", "--warmup", "1",
+                 "--height", "120", "--width", "400", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    row = data["results"][0]
+    for key in ("backend", "config", "device", "network_ms_p50", "end_to_end_ms_p50"):
+        assert key in row
+    assert (row["backend"], row["config"], row["device"], row["frames"]) == ("torch", "tiny", "cpu", 10)
+    stages = row["stages_ms"]
+    assert set(stages) == {"preprocess", "network", "tracker", "postprocess", "messages", "end_to_end"}
+    assert all(0 < s["p50"] <= s["p90"] for s in stages.values())
+    assert row["end_to_end_ms_p50"] >= row["network_ms_p50"] and data["peak_rss_mb"] > 0
+    assert "end to end / network" in capsys.readouterr().out
+
+
+def test_bench_refuses_too_few_frames(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--frames", "3"]) == 2
+    assert "at least 10" in capsys.readouterr().err
+
+
+def test_bench_runs_without_ros_and_with_torch_options(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU machine may have no ROS 2: the messages stage is then left out, the rest still timed."""
+    from vknet_ros import bench_cli
+
+    monkeypatch.setattr(bench_cli, "_message_builder", lambda: None)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--config", "tiny", "--backends", "torch", "--precision", "bf16", "--frames", "10",
+                 "--warmup", "1", "--height", "120", "--width", "400", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["results"][0]
+    assert set(row["stages_ms"]) == {"preprocess", "network", "tracker", "postprocess", "end_to_end"}
+    assert "bf16" in row["describe"]
+    assert "messages stage is not timed" in capsys.readouterr().out
+    assert main(["bench", "--config", "tiny", "--backends", "torch", "--cuda-graph", "--frames", "10"]) == 2
+    assert "cuda_graph needs a CUDA device" in capsys.readouterr().err
+
+
+def test_schedule_alternates_blocks_and_leaves_each_switch_untimed() -> None:
+    from vknet_ros.bench_cli import schedule
+
+    order = schedule(["a", "b"], frames=3, warmup=1, block=2)
+    assert order[:2] == [("a", 0, False), ("b", 0, False)]
+    assert order[2:6] == [("a", 1, False), ("a", 2, True), ("b", 1, False), ("b", 2, True)]
+    for name in "ab":
+        mine = [(t, timed) for n, t, timed in order if n == name]
+        assert [t for t, _ in mine] == list(range(len(mine)))  # every backend sees the frames in order
+        assert sum(timed for _, timed in mine) == 3
+    with pytest.raises(ValueError, match="block must be at least 2"):
+        schedule(["a", "b"], frames=3, warmup=1, block=1)  # every frame would follow a switch: none timed
+    # One backend never switches: everything after the warm-up is timed.
+    assert schedule(["a"], frames=3, warmup=1, block=2) == [("a", 0, False), ("a", 1, True), ("a", 2, True),
+                                                              ("a", 3, True)]
+
+
+def test_gpu_checks_dry_run_on_the_cpu(tmp_path: Path) -> None:
+    """benchmarks/gpu_checks.py is what a lent GPU runs; here its steps run on the CPU (bf16 for fp16, no graph)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_checks", Path(__file__).resolve().parents[2] / "benchmarks" /
+                                                  "gpu_checks.py")
+    assert spec is not None and spec.loader is not None
+    gpu_checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_checks)
+    assert gpu_checks.main(["--device", "cpu", "--configs", "tiny", "--frames", "10", "--no-tests",
+                            "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [(b["config"], b["variant"]) for b in summary["bench"]] == [("tiny", "fp32"), ("tiny", "bf16")]
+    assert all(b["end_to_end_fps"] > 0 and b["network_ms_p50"] > 0 for b in summary["bench"])
+    assert "bf16" in summary["bench"][1]["describe"]
+    assert summary["assembly"][0]["assembly_ms_p50"] > 0 and summary["assembly"][0]["kernels"] == 37
+    assert (tmp_path / "bench_tiny_bf16.json").is_file()
+    if not __import__("torch").cuda.is_available():
+        assert gpu_checks.main(["--out", str(tmp_path)]) == 2  # a CUDA run on a machine without CUDA: refused

@@ -1,0 +1,63 @@
+"""Replay through the live node (its own process, DDS on loopback) against the offline replay of the same bag."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vknet_cli import main
+from vknet_data.synth import SynthConfig, write_sequences
+from vknet_ros.bags import BagReader, kitti_step_sources, write_bag
+from vknet_ros.dds_env import apply_loopback_environment
+from vknet_ros.replay import ReplayError, replay_through_node
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("replay")
+    write_sequences(root / "data", sequences=2, seed=9, split="val", cfg=SynthConfig(height=96, width=320, frames=5),
+                    progress=False)
+    write_bag(root / "bag", kitti_step_sources(root / "data", "val"), progress=False)
+    return root / "bag"
+
+
+def test_stq_through_the_node_equals_offline(bag: Path, exported_tiny: Any, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    model = str(exported_tiny[2])
+    offline, live = tmp_path / "offline.json", tmp_path / "live.json"
+    assert main(["eval-bag", "--bag", str(bag), "--model", model, "--json", str(offline), "--no-progress"]) == 0
+    assert main(["eval-bag", "--bag", str(bag), "--model", model, "--json", str(live), "--no-progress",
+                 "--through-node", "--work-dir", str(tmp_path / "work")]) == 0
+    a, b = json.loads(offline.read_text()), json.loads(live.read_text())
+    for key in ("STQ", "AQ", "SQ", "VPQ"):
+        assert abs(a[key] - b[key]) <= 1e-3, key
+    assert b["replay"]["sent"] == b["replay"]["answered"] == 10 and b["replay"]["dropped"] == 0
+    assert b["replay"]["latency_ms_p50"] > 0
+    assert int(b["replay"]["node_diagnostics"]["processed"]) == 10
+    assert "replay (lockstep): sent 10, answered 10, dropped 0" in capsys.readouterr().out
+
+
+def test_replay_at_a_rate_the_node_keeps_up_with(bag: Path, exported_tiny: Any, tmp_path: Path) -> None:
+    model = str(exported_tiny[2])
+    offline, live = tmp_path / "offline.json", tmp_path / "live.json"
+    assert main(["eval-bag", "--bag", str(bag), "--model", model, "--json", str(offline), "--no-progress",
+                 "--no-vpq"]) == 0
+    assert main(["eval-bag", "--bag", str(bag), "--model", model, "--json", str(live), "--no-progress", "--no-vpq",
+                 "--through-node", "--rate", "2", "--work-dir", str(tmp_path / "work")]) == 0
+    a, b = json.loads(offline.read_text()), json.loads(live.read_text())
+    assert b["replay"]["dropped"] == 0 and b["replay"]["mode"] == "2.0 Hz"
+    assert abs(a["STQ"] - b["STQ"]) <= 1e-3
+
+
+def test_a_node_that_cannot_load_its_model_is_reported(bag: Path, tmp_path: Path, exported_tiny: Any) -> None:
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(b"garbage")
+    (tmp_path / "model.json").write_bytes(Path(exported_tiny[2]).with_suffix(".json").read_bytes())
+    apply_loopback_environment()
+    with pytest.raises(ReplayError, match="could not configure"):
+        replay_through_node(BagReader(bag), model=broken, work_dir=tmp_path / "work", ready_timeout_s=15.0,
+                            on_answer=lambda frame, panoptic: None, progress=False)
+    assert "configure failed" in (tmp_path / "work" / "node.log").read_text()

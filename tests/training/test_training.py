@@ -1,0 +1,158 @@
+"""Training end to end on tiny synthetic data: schedule, checkpoints, resume, validation, and DDP on gloo."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.trainer import RunOptions, lr_schedule, train, weights_checksum
+from vknet_data.synth import SynthConfig, write_sequences
+from vknet_model.checkpoint import load_checkpoint, read_checkpoint
+from vknet_model.config import config_from_dict, load_config
+from vknet_model.network import build_model
+
+SMALL_MODEL = """
+model:
+  backbone_depth: 18
+  backbone_width: 8
+  channels: 32
+  num_proposals: 6
+  num_stages: 2
+  num_heads: 2
+  ffn_dim: 64
+  embed_dim: 16
+  norm_groups: 4
+  input_height: 64
+  input_width: 160
+train:
+  crop: [64, 160]
+  input_scale: 0.5
+  scale_range: [0.9, 1.1]
+  iters: 4
+  warmup_iters: 2
+  lr_steps: [3]
+  batch_size: 1
+  checkpoint_every: 2
+  val_every: 0
+  log_every: 1
+  workers: 0
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("data")
+    cfg = SynthConfig(height=128, width=320, frames=4)
+    write_sequences(root, sequences=2, seed=0, cfg=cfg, progress=False)
+    write_sequences(root, sequences=1, seed=0, split="val", first_sequence=100, cfg=cfg, progress=False)
+    config = root / "small.yaml"
+    config.write_text(SMALL_MODEL)
+    return root, config
+
+
+def test_learning_rate_warms_up_then_steps_down() -> None:
+    cfg = config_from_dict({"train": {"warmup_iters": 4, "lr_steps": [6, 8]}})
+    assert lr_schedule(cfg, [0, 1, 3, 5, 6, 7, 8]) == pytest.approx([0.25, 0.5, 1.0, 1.0, 0.1, 0.1, 0.01])
+
+
+def test_train_resume_and_validate(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
+    data, config_path = tiny_data
+    cfg = load_config(config_path)
+    out = tmp_path / "run"
+    opts = RunOptions(data=data, out=out, iters=2, progress=False)
+    train(cfg, opts)
+    assert read_checkpoint(out / "last.pt")["step"] == 2
+    final = train(cfg, RunOptions(data=data, out=out, iters=4, progress=False))  # resumes at 2
+    with (out / "metrics.csv").open() as handle:
+        steps = [int(row["step"]) for row in csv.DictReader(handle)]
+    assert steps == [1, 2, 3, 4]
+    with (out / "val.csv").open() as handle:
+        validations = list(csv.DictReader(handle))
+    assert [int(v["step"]) for v in validations] == [2, 4]  # each run validates when it ends
+    assert all(0.0 <= float(v["STQ"]) <= 1.0 for v in validations)
+    loaded_cfg, net, payload = load_checkpoint(final)
+    assert loaded_cfg.hash() == cfg.hash() and payload["step"] == 4
+    resumed = read_checkpoint(out / "last.pt")
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), resumed["state_dict"].values(),
+                                                  strict=True))
+
+
+def test_resume_refuses_another_network_but_accepts_a_new_schedule(tiny_data: tuple[Path, Path], tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    data, config_path = tiny_data
+    cfg = load_config(config_path)
+    out = tmp_path / "run"
+    train(cfg, RunOptions(data=data, out=out, iters=2, val_split=None, progress=False))
+    wider = config_from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "channels": 64}})
+    with pytest.raises(RuntimeError, match="different model config"):
+        train(wider, RunOptions(data=data, out=out, iters=3, val_split=None, progress=False))
+    longer = config_from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "lr_steps": [5]}})
+    train(longer, RunOptions(data=data, out=out, iters=3, val_split=None, progress=False))
+    assert "resuming" in caplog.text and "changed config (train)" in caplog.text
+    assert read_checkpoint(out / "last.pt")["step"] == 3
+
+
+def test_synthetic_stream_training_reports_the_train_held_out_gap(tiny_data: tuple[Path, Path], tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    _, config_path = tiny_data
+    cfg = load_config(config_path)
+    out = tmp_path / "synthetic"
+    caplog.set_level("INFO")
+    train(cfg, RunOptions(data=None, out=out, synthetic=True, iters=2, val_sequences=1, progress=False))
+    assert "fresh synthetic scenes (seed 1000, from scene 0)" in caplog.text
+    # Validation scenes were generated: held-out ones of another seed, and the stream's first training scene.
+    assert sorted(p.name for p in (out / "validation" / "images" / "val").iterdir()) == ["1000"]
+    assert sorted(p.name for p in (out / "validation" / "images" / "train").iterdir()) == ["0000"]
+    with (out / "val.csv").open() as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert {"STQ", "AQ", "SQ", "train_STQ", "train_AQ", "train_SQ", "gap_STQ"} <= set(row)
+    assert float(row["gap_STQ"]) == pytest.approx(float(row["train_STQ"]) - float(row["STQ"]), abs=1e-5)
+    assert "training scenes STQ" in caplog.text and "gap" in caplog.text
+    # A resumed run starts past every scene the first part can have used.
+    caplog.clear()
+    train(cfg, RunOptions(data=None, out=out, synthetic=True, iters=3, val_split=None, progress=False))
+    assert "from scene 10002" in caplog.text
+
+
+def test_inference_only_settings_may_change_on_resume(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
+    data, config_path = tiny_data
+    cfg = load_config(config_path)
+    out = tmp_path / "run"
+    train(cfg, RunOptions(data=data, out=out, iters=2, val_split=None, progress=False))
+    model = {**cfg.to_dict()["model"], "merge_stride": 4, "input_height": 128, "input_width": 320}
+    train(config_from_dict({**cfg.to_dict(), "model": model}),
+          RunOptions(data=data, out=out, iters=3, val_split=None, progress=False))
+    assert read_checkpoint(out / "last.pt")["step"] == 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_keep_identical_replicas(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
+    data, config_path = tiny_data
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(_free_port()), "-m", "vknet_cli", "train", "--config", str(config_path),
+               "--data", str(data), "--out", str(out), "--iters", "3", "--device", "cpu", "--val-split", "",
+               "--no-progress"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    lines = (out / "replicas.txt").read_text().splitlines()
+    assert lines[-1] == "identical: True"
+    checksums = {line.split(": ")[1] for line in lines[:-1]}
+    assert len(lines[:-1]) == 2 and len(checksums) == 1
+    initial = load_config(config_path)
+    torch.manual_seed(initial.train.seed)
+    assert weights_checksum(build_model(initial)) not in checksums, "the replicas must have trained"

@@ -1,0 +1,65 @@
+"""``vknet``: one command line for the whole product (training, export, evaluation, the ROS 2 node).
+
+Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and ``run(args) -> int``
+and keeps heavy imports (torch, rclpy) inside ``run`` so that ``vknet --help`` stays fast and a machine
+without ROS can still train and export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name -> (module, one-line help). Order is the order shown by --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("vknet_ros.demo",
+             "synthetic street bag -> the live ROS 2 node (bundled model) -> STQ, latency, overlay video"),
+    "synth": ("vknet_data.synth_cli", "generate synthetic KITTI-STEP sequences (images + panoptic labels)"),
+    "train": ("training.train_cli", "train Video K-Net on KITTI-STEP-layout data (1 GPU, CPU, or torchrun DDP)"),
+    "predict": ("vknet_eval.predict_cli", "run the pipeline over a KITTI-STEP-layout folder, write panoptic PNGs"),
+    "eval": ("vknet_eval.eval_cli", "score panoptic predictions: STQ / AQ / SQ and VPQ"),
+    "bag": ("vknet_ros.bag_cli", "write a rosbag2 (camera, camera_info, ground truth) from KITTI-STEP or raw KITTI"),
+    "eval-bag": ("vknet_ros.eval_bag_cli",
+                 "replay a bag offline or through the live node (--through-node) and score STQ / VPQ"),
+    "export": ("vknet_model.export_cli", "export a checkpoint to ONNX (+ model.json contract) and check it"),
+    "engine": ("vknet_model.engine_cli",
+               "build the TensorRT engine for an exported model ahead of time (cached per GPU/TensorRT version)"),
+    "node": ("vknet_ros.node_cli", "run the ROS 2 node (same as `ros2 run vknet_ros vknet_node`)"),
+    "bench": ("vknet_ros.bench_cli", "per-stage latency of every backend on the same frames (table + JSON)"),
+    "doctor": ("vknet_ros.doctor",
+               "check the installation and measure a ROS 2 image round trip over loopback DDS"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vknet",
+        description="Video K-Net: online video panoptic segmentation and tracking, with a ROS 2 node.",
+        epilog="Run `vknet COMMAND --help` for the options of one command.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, summary) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = commands.add_parser(name, help=summary, description=module.__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return int(args._run(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

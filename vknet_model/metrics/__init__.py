@@ -1,6 +1,0 @@
-"""Video panoptic segmentation metrics (numpy only): STQ for KITTI-STEP and VPQ for Cityscapes-VPS."""
-
-from vknet_model.metrics.stq import STQuality
-from vknet_model.metrics.vpq import VPQuality
-
-__all__ = ["STQuality", "VPQuality"]

@@ -1,0 +1,509 @@
+"""Camera + ground-truth rosbags: write them from KITTI-STEP / raw-KITTI folders, read them back as frames.
+
+Bag layout written by :func:`write_bag` (rosbag2, version 8 so that ROS 2 Humble can read it; mcap or sqlite3):
+
+  /camera/image_raw        sensor_msgs/Image        rgb8 or bgr8
+  /camera/camera_info      sensor_msgs/CameraInfo   from the calibration file (KITTI P2)
+  /ground_truth/panoptic   sensor_msgs/Image        32SC1, class * divisor + instance (void 255, crowd = instance 0)
+
+All three messages of a frame carry the same header stamp, which is also the bag time. Sequences follow each
+other with a gap of ``SEQUENCE_GAP_S`` so that anything replaying the bag (the Pipeline, the node) resets its
+tracker between them, by the same rule it uses for a live camera (time gap > ``reset_gap_s``).
+
+:class:`BagReader` reads those bags, rosbag2 bags recorded from a camera, and ROS 1 bags such as kitti2bag's,
+all through ``rosbags``. A bag whose file was cut short (a crashed recorder, a partial copy) is reported with a
+clear message; for mcap the messages before the damage are still recovered and used (rosbags cannot open an
+mcap without its footer, so the file is streamed record by record with the ``mcap`` library, up to the last
+complete chunk of about 1 MiB). A cut sqlite3 or ROS 1 bag cannot be salvaged: a :class:`BagError` says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vknet_ros.conversions import ImageConversionError, compressed_msg_to_rgb, image_msg_to_labels, image_msg_to_rgb
+
+if TYPE_CHECKING:
+    from rosbags.typesys.store import Typestore
+
+_LOG = logging.getLogger(__name__)
+
+IMAGE_TOPIC = "/camera/image_raw"
+CAMERA_INFO_TOPIC = "/camera/camera_info"
+GT_TOPIC = "/ground_truth/panoptic"
+FRAME_ID = "camera"
+SEQUENCE_GAP_S = 2.0          # > the pipeline's default reset_gap_s (1 s)
+DEFAULT_START_NS = 1_700_000_000 * 10**9  # stamps of synthetic / KITTI-STEP bags start here (no real clock)
+SEQUENCES_KEY = "vknet.sequences"  # custom_data entry: comma-separated sequence names in bag order
+_IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/Image")
+_COMPRESSED_TYPES = ("sensor_msgs/msg/CompressedImage", "sensor_msgs/CompressedImage")
+
+
+class BagError(ValueError):
+    """A bag that cannot be written or read as asked; the message names the bag and what to do."""
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Pinhole intrinsics (3x4 projection P, as in KITTI's calib files) for camera_info."""
+
+    width: int
+    height: int
+    projection: tuple[float, ...]  # 12 values, row-major 3x4
+
+
+@dataclass(frozen=True)
+class SequenceSource:
+    """One sequence to write: image files in order, their stamps, optional ground-truth loaders."""
+
+    name: str
+    images: tuple[Path, ...]
+    stamps_ns: tuple[int, ...]
+    labels: tuple[Callable[[], np.ndarray], ...] | None = None
+    camera: Camera | None = None
+
+
+@dataclass(frozen=True)
+class BagFrame:
+    """One camera frame read from a bag, with its ground truth when the bag has it."""
+
+    sequence: str
+    index: int  # position within the sequence
+    stamp_ns: int
+    frame_id: str
+    image: np.ndarray  # RGB uint8 [H, W, 3]
+    panoptic: np.ndarray | None  # int32 [H, W], class * divisor + instance
+
+    @property
+    def stamp_s(self) -> float:
+        return self.stamp_ns * 1e-9
+
+
+@dataclass
+class BagWriteReport:
+    path: Path
+    sequences: int = 0
+    frames: int = 0
+    messages: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class BagReadReport:
+    """What a read saw; ``damage`` is set when the file was cut short or corrupt and reading stopped early."""
+
+    path: Path
+    image_topic: str = ""
+    gt_topic: str | None = None
+    messages: int = 0
+    frames: int = 0
+    frames_without_gt: int = 0
+    undecodable: int = 0
+    sequences: list[str] = field(default_factory=list)
+    damage: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def _typestore() -> Typestore:
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_HUMBLE)
+
+
+def parse_kitti_projection(text: str, keys: Sequence[str] = ("P2:", "P_rect_02:")) -> tuple[float, ...] | None:
+    """The 3x4 projection of the left colour camera from a KITTI calib file (odometry or raw layout)."""
+    for line in text.splitlines():
+        for key in keys:
+            if line.startswith(key):
+                values = [float(v) for v in line[len(key):].split()]
+                if len(values) != 12:
+                    raise BagError(f"calibration line {key} has {len(values)} values, expected 12")
+                return tuple(values)
+    return None
+
+
+def kitti_step_sources(root: str | Path, split: str, *, rate_hz: float = 10.0, label_divisor: int = 1000,
+                       start_ns: int = DEFAULT_START_NS, with_labels: bool = True) -> list[SequenceSource]:
+    """Sequences of a KITTI-STEP-layout folder with stamps at ``rate_hz`` and a gap between sequences."""
+    import cv2
+
+    from vknet_data.datasets import DatasetError, kitti_step_sequences
+
+    if rate_hz <= 0:
+        raise BagError(f"--rate must be positive, got {rate_hz}")
+    try:
+        sequences = kitti_step_sequences(root, split, label_divisor)
+    except DatasetError as exc:
+        raise BagError(str(exc)) from exc
+    period = round(1e9 / rate_hz)
+    sources, stamp = [], start_ns
+    for seq in sequences:
+        first = cv2.imread(str(seq.images[0]), cv2.IMREAD_UNCHANGED)
+        if first is None:
+            raise BagError(f"cannot read image {seq.images[0]}")
+        calib = Path(root) / "calib" / split / f"{seq.name}.txt"
+        projection = parse_kitti_projection(calib.read_text()) if calib.is_file() else None
+        if projection is None:
+            _LOG.warning("no calibration for sequence %s (%s): camera_info gets a centred pinhole guess",
+                         seq.name, calib)
+            projection = _guess_projection(first.shape[1], first.shape[0])
+        stamps = tuple(stamp + i * period for i in range(len(seq)))
+        sources.append(SequenceSource(seq.name, seq.images, stamps, seq.labels if with_labels else None,
+                                      Camera(first.shape[1], first.shape[0], projection)))
+        stamp = stamps[-1] + round(SEQUENCE_GAP_S * 1e9)
+    return sources
+
+
+def _guess_projection(width: int, height: int) -> tuple[float, ...]:
+    focal = 721.5377 * width / 1242.0  # KITTI's left colour camera, scaled to the image width
+    return (focal, 0.0, width / 2, 0.0, 0.0, focal, height / 2, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def _camera_info(store: Typestore, camera: Camera, header: Any) -> Any:
+    cls = store.types["sensor_msgs/msg/CameraInfo"]
+    roi = store.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                          do_rectify=False)
+    p = np.array(camera.projection, dtype=np.float64)
+    k = np.array([p[0], p[1], p[2], p[4], p[5], p[6], p[8], p[9], p[10]], dtype=np.float64)
+    return cls(header=header, height=camera.height, width=camera.width, distortion_model="plumb_bob",
+               d=np.zeros(5), k=k, r=np.eye(3).reshape(-1), p=p, binning_x=0, binning_y=0, roi=roi)
+
+
+def write_bag(out: str | Path, sources: Sequence[SequenceSource], *, storage: str = "mcap", encoding: str = "rgb8",
+              progress: bool = True) -> BagWriteReport:
+    """Write ``sources`` into a new rosbag2 folder ``out`` (version 8); return what was written."""
+    from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
+    from tqdm import tqdm
+
+    out = Path(out)
+    if storage not in ("mcap", "sqlite3"):
+        raise BagError(f"storage must be mcap or sqlite3, got {storage!r}")
+    if encoding not in ("rgb8", "bgr8"):
+        raise BagError(f"image encoding must be rgb8 or bgr8, got {encoding!r}")
+    if out.exists():
+        raise BagError(f"{out} already exists: rosbag2 writes a new folder, choose another --out or remove it")
+    if not sources:
+        raise BagError("nothing to write: no sequences")
+    store = _typestore()
+    report = BagWriteReport(out)
+    start = time.perf_counter()
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    total = sum(len(s.images) for s in sources)
+    writer = Writer(out, version=8, storage_plugin=plugin)
+    writer.set_custom_data(SEQUENCES_KEY, ",".join(s.name for s in sources))
+    try:
+        # The context manager writes metadata.yaml on success and aborts the storage on any error.
+        with writer, tqdm(total=total, unit="frame", desc=f"bag {out.name}", disable=not progress) as bar:
+            topics = {IMAGE_TOPIC: "sensor_msgs/msg/Image", CAMERA_INFO_TOPIC: "sensor_msgs/msg/CameraInfo"}
+            if any(s.labels is not None for s in sources):
+                topics[GT_TOPIC] = "sensor_msgs/msg/Image"
+            conns = {topic: writer.add_connection(topic, msgtype, typestore=store) for topic, msgtype in topics.items()}
+            for source in sources:
+                if len(source.stamps_ns) != len(source.images):
+                    raise BagError(f"sequence {source.name}: {len(source.images)} images, "
+                                   f"{len(source.stamps_ns)} stamps")
+                for i, stamp in enumerate(source.stamps_ns):
+                    for topic, msg in _frame_messages(store, source, i, encoding).items():
+                        writer.write(conns[topic], stamp, store.serialize_cdr(msg, topics[topic]))
+                        report.messages += 1
+                    report.frames += 1
+                    bar.update(1)
+                report.sequences += 1
+    except (OSError, WriterError) as exc:
+        raise BagError(f"cannot write {out}: {exc}") from exc
+    report.bytes = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _frame_messages(store: Typestore, source: SequenceSource, i: int, encoding: str) -> dict[str, Any]:
+    """Topic -> message of frame ``i`` of ``source``: the image, its camera_info and its ground truth (the
+    last two when the source has them), all with one header."""
+    import cv2
+
+    from vknet_data.datasets import DatasetError
+
+    path, stamp = source.images[i], source.stamps_ns[i]
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise BagError(f"cannot read image {path} (missing, truncated or not an image)")
+    pixels = bgr if encoding == "bgr8" else bgr[:, :, ::-1]
+    image_cls = store.types["sensor_msgs/msg/Image"]
+    header = store.types["std_msgs/msg/Header"](
+        stamp=store.types["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id=FRAME_ID)
+    height, width = pixels.shape[:2]
+    messages = {IMAGE_TOPIC: image_cls(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
+                                       step=width * 3, data=np.ascontiguousarray(pixels).reshape(-1))}
+    if source.camera is not None:
+        messages[CAMERA_INFO_TOPIC] = _camera_info(store, source.camera, header)
+    if source.labels is not None:
+        try:
+            panoptic = source.labels[i]()
+        except DatasetError as exc:
+            raise BagError(str(exc)) from exc
+        if panoptic.shape != (height, width):
+            raise BagError(f"label of {path} is {panoptic.shape}, image is {(height, width)}")
+        messages[GT_TOPIC] = image_cls(header=header, height=height, width=width, encoding="32SC1", is_bigendian=0,
+                                       step=width * 4,
+                                       data=np.ascontiguousarray(panoptic, dtype="<i4").view(np.uint8).reshape(-1))
+    return messages
+
+
+def _bag_paths(path: Path) -> Path:
+    """A rosbag2 folder, a file inside one, or a ROS 1 ``.bag`` -> what ``AnyReader`` opens."""
+    if not path.exists():
+        raise BagError(f"bag {path} does not exist")
+    if path.is_file() and path.suffix in (".mcap", ".db3") and (path.parent / "metadata.yaml").is_file():
+        return path.parent
+    if path.is_dir() and not (path / "metadata.yaml").is_file():
+        raise BagError(f"{path} is a folder without metadata.yaml: not a rosbag2 bag")
+    return path
+
+
+def _sequence_names(path: Path) -> list[str]:
+    """Sequence names recorded by :func:`write_bag` in the bag's custom data (empty for other bags)."""
+    import yaml
+
+    meta = path / "metadata.yaml"
+    if not meta.is_file():
+        return []
+    try:
+        info = yaml.safe_load(meta.read_text())["rosbag2_bagfile_information"]
+        names = (info.get("custom_data") or {}).get(SEQUENCES_KEY, "")
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return []
+    return [n for n in str(names).split(",") if n]
+
+
+class BagReader:
+    """Frames (image + optional ground truth) of a bag in time order, split into sequences.
+
+    Args:
+        path: rosbag2 folder (mcap or sqlite3), a file inside one, or a ROS 1 ``.bag`` (kitti2bag).
+        image_topic: camera topic; default: ``/camera/image_raw`` if present, else the only Image or
+            CompressedImage topic whose name contains "image" (kitti2bag: the colour left camera).
+        gt_topic: ground-truth panoptic topic; default ``/ground_truth/panoptic`` when the bag has it.
+        reset_gap_s: a new sequence starts where the Pipeline would reset its tracker: the frame_id
+            changes, time goes backwards or jumps forward by more than this.
+    """
+
+    def __init__(self, path: str | Path, *, image_topic: str | None = None, gt_topic: str | None = None,
+                 reset_gap_s: float = 1.0) -> None:
+        self.path = _bag_paths(Path(path))
+        self.image_topic_arg, self.gt_topic_arg = image_topic, gt_topic
+        self.reset_gap_ns = round(reset_gap_s * 1e9)
+        self.report = BagReadReport(self.path)
+
+    def _choose_topics(self, topics: dict[str, str]) -> tuple[str, str | None]:
+        """topics: name -> message type. Returns (image topic, ground-truth topic or None)."""
+        images = {t: ty for t, ty in topics.items() if ty in _IMAGE_TYPES + _COMPRESSED_TYPES}
+        if self.image_topic_arg is not None:
+            if self.image_topic_arg not in images:
+                raise BagError(f"{self.path}: no image topic {self.image_topic_arg!r}; image topics: "
+                               f"{sorted(images) or 'none'}")
+            image_topic = self.image_topic_arg
+        elif IMAGE_TOPIC in images:
+            image_topic = IMAGE_TOPIC
+        else:
+            candidates = [t for t in images if "image" in t and t != GT_TOPIC]
+            colour = [t for t in candidates if "color" in t or "colour" in t]
+            preferred = sorted(c for c in colour if "left" in c) or sorted(colour) or sorted(candidates)
+            if not preferred:
+                raise BagError(f"{self.path}: no camera image topic; topics: {sorted(topics)}")
+            image_topic = preferred[0]
+            if len(candidates) > 1:
+                _LOG.info("%s: using image topic %s of %s (choose with --image-topic)", self.path, image_topic,
+                          sorted(candidates))
+        if self.gt_topic_arg is not None and self.gt_topic_arg not in images:
+            raise BagError(f"{self.path}: no ground-truth topic {self.gt_topic_arg!r}")
+        gt_topic = self.gt_topic_arg or (GT_TOPIC if GT_TOPIC in images else None)
+        return image_topic, gt_topic
+
+    def frames(self) -> Iterator[BagFrame]:
+        """Yield every frame; damaged files end the iteration early with ``report.damage`` set and logged."""
+        from rosbags.highlevel import AnyReader, AnyReaderError
+        from rosbags.rosbag2 import ReaderError
+
+        try:
+            reader = AnyReader([self.path], default_typestore=_typestore())
+            reader.open()
+        except (AnyReaderError, ReaderError, OSError) as exc:
+            salvage = self._salvage_source(exc)
+            yield from self._assemble(salvage)
+            return
+        try:
+            topics = {c.topic: c.msgtype for c in reader.connections}
+            image_topic, gt_topic = self._choose_topics(topics)
+            wanted = [c for c in reader.connections if c.topic in (image_topic, gt_topic)]
+            self.report.image_topic, self.report.gt_topic = image_topic, gt_topic
+
+            def messages() -> Iterator[tuple[str, object]]:
+                try:
+                    for conn, _, raw in reader.messages(connections=wanted):
+                        yield conn.topic, reader.deserialize(raw, conn.msgtype)
+                except (AnyReaderError, ReaderError, OSError, ValueError) as exc:
+                    self._damaged(f"{type(exc).__name__}: {exc}")
+
+            yield from self._assemble(messages())
+        finally:
+            reader.close()
+
+    def _damaged(self, why: str) -> None:
+        self.report.damage = why
+
+    def _salvage_source(self, exc: Exception) -> Iterator[tuple[str, object]]:
+        """After a failed open: stream the mcap file record by record up to the damage (mcap only)."""
+        files = sorted(self.path.glob("*.mcap")) if self.path.is_dir() else []
+        if not files:
+            raise BagError(f"cannot open bag {self.path}: {exc}. sqlite3 and ROS 1 bags cut short cannot be "
+                           f"recovered (record to mcap: ros2 bag record -s mcap)") from exc
+        return self._salvage_mcap(files, str(exc))
+
+    def _salvage_mcap(self, files: list[Path], why: str) -> Iterator[tuple[str, object]]:
+        from mcap.exceptions import McapError
+        from mcap.records import Channel, Message, Schema
+        from mcap.stream_reader import StreamReader
+        from rosbags.typesys import get_types_from_msg
+
+        store = _typestore()
+        schemas: dict[int, str] = {}
+        channels: dict[int, tuple[str, str]] = {}  # id -> (topic, message type)
+        chosen: tuple[str, str | None] | None = None
+        for file in files:
+            with file.open("rb") as stream:
+                try:
+                    for record in StreamReader(stream, validate_crcs=True).records:
+                        if isinstance(record, Schema):
+                            schemas[record.id] = record.name
+                            if record.name not in store.types and record.data:
+                                store.register(get_types_from_msg(record.data.decode(), record.name))
+                        elif isinstance(record, Channel):
+                            channels[record.id] = (record.topic, schemas.get(record.schema_id, ""))
+                        elif isinstance(record, Message) and record.channel_id in channels:
+                            topic, msgtype = channels[record.channel_id]
+                            if chosen is None:
+                                chosen = self._choose_topics({t: ty for t, ty in channels.values()})
+                                self.report.image_topic, self.report.gt_topic = chosen
+                            if topic in chosen:
+                                yield topic, store.deserialize_cdr(record.data, msgtype)
+                except (McapError, EOFError, ValueError, KeyError) as exc:
+                    self._damaged(f"{why.rstrip('.')}; the file ends at a cut-off record ({type(exc).__name__})")
+                    return
+        self._damaged(why)
+
+    def _assemble(self, messages: Iterable[tuple[str, object]]) -> Iterator[BagFrame]:
+        """Group messages by header stamp into frames and split the frames into sequences."""
+        splitter = _SequenceSplitter(_sequence_names(self.path) if self.path.is_dir() else [], self.reset_gap_ns)
+        group: dict[str, object] = {}
+        group_stamp = -1
+        for topic, msg in messages:
+            self.report.messages += 1
+            stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec  # type: ignore[attr-defined]
+            if stamp != group_stamp and group:
+                yield from self._frame(group, group_stamp, splitter)
+                group = {}
+            group_stamp = stamp
+            group["gt" if topic == self.report.gt_topic else "image"] = msg
+        if group:
+            yield from self._frame(group, group_stamp, splitter)
+        self.report.sequences = splitter.names_seen
+        if self.report.damage:
+            _LOG.error("bag %s is damaged (%s): reading stopped after %d messages; the %d readable frames are used",
+                       self.path, self.report.damage, self.report.messages, self.report.frames)
+
+    def _frame(self, group: dict[str, Any], stamp: int, splitter: _SequenceSplitter) -> Iterator[BagFrame]:
+        image_msg, gt_msg = group.get("image"), group.get("gt")
+        if image_msg is None:
+            return
+        try:
+            if type(image_msg).__name__.endswith("CompressedImage"):
+                image = compressed_msg_to_rgb(image_msg)
+            else:
+                image = image_msg_to_rgb(image_msg)
+            panoptic = image_msg_to_labels(gt_msg).astype(np.int32) if gt_msg is not None else None
+        except ImageConversionError as exc:
+            self.report.undecodable += 1
+            self.report.errors.append(f"stamp {stamp}: {exc}")
+            _LOG.warning("%s: skipping the frame at stamp %d: %s", self.path, stamp, exc)
+            return
+        sequence, index = splitter.place(stamp, image_msg.header.frame_id)
+        if self.report.gt_topic is not None and panoptic is None:
+            self.report.frames_without_gt += 1
+        self.report.frames += 1
+        yield BagFrame(sequence, index, stamp, image_msg.header.frame_id, image, panoptic)
+
+
+class _SequenceSplitter:
+    """Names frames' sequences by the Pipeline's reset rule (frame_id change, time backwards, gap)."""
+
+    def __init__(self, names: list[str], reset_gap_ns: int) -> None:
+        self.names, self.reset_gap_ns = names, reset_gap_ns
+        self.names_seen: list[str] = []
+        self.last_stamp: int | None = None
+        self.last_frame_id = ""
+        self.index = 0
+
+    def place(self, stamp: int, frame_id: str) -> tuple[str, int]:
+        last = self.last_stamp
+        if last is None or frame_id != self.last_frame_id or stamp < last or stamp - last > self.reset_gap_ns:
+            k = len(self.names_seen)
+            self.names_seen.append(self.names[k] if k < len(self.names) else f"{k:04d}")
+            self.index = 0
+        else:
+            self.index += 1
+        self.last_stamp, self.last_frame_id = stamp, frame_id
+        return self.names_seen[-1], self.index
+
+
+def _parse_kitti_timestamp(text: str) -> int:
+    """'2011-09-26 13:02:25.964389445' (raw KITTI, nanosecond digits) -> ns since the epoch (UTC)."""
+    from datetime import datetime, timezone
+
+    day, _, clock = text.strip().partition(" ")
+    whole, _, fraction = clock.partition(".")
+    base = datetime.strptime(f"{day} {whole}", "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+    return int(base.timestamp()) * 10**9 + int((fraction + "000000000")[:9])
+
+
+def raw_kitti_sources(drive: str | Path, camera: str = "image_02") -> list[SequenceSource]:
+    """One unlabelled sequence from a raw-KITTI drive folder (``<date>_drive_<n>_sync``).
+
+    Reads ``<drive>/<camera>/data/*.png`` with ``<camera>/timestamps.txt`` (real stamps) and the
+    projection ``P_rect_<cam>`` from ``<date>/calib_cam_to_cam.txt`` when present.
+    """
+    import cv2
+
+    drive = Path(drive)
+    data = drive / camera / "data"
+    images = tuple(sorted(data.glob("*.png")))
+    if not images:
+        raise BagError(f"{data} holds no .png frames: expected a raw-KITTI drive folder "
+                       f"(<date>_drive_<n>_sync/{camera}/data/0000000000.png)")
+    stamps_file = drive / camera / "timestamps.txt"
+    if not stamps_file.is_file():
+        raise BagError(f"{stamps_file} is missing: raw KITTI ships one stamp per frame there")
+    lines = [line for line in stamps_file.read_text().splitlines() if line.strip()]
+    if len(lines) != len(images):
+        raise BagError(f"{stamps_file} has {len(lines)} stamps for {len(images)} images")
+    try:
+        stamps = tuple(_parse_kitti_timestamp(line) for line in lines)
+    except ValueError as exc:
+        raise BagError(f"{stamps_file}: {exc}") from exc
+    first = cv2.imread(str(images[0]), cv2.IMREAD_COLOR)
+    if first is None:
+        raise BagError(f"cannot read image {images[0]}")
+    calib = drive.parent / "calib_cam_to_cam.txt"
+    key = f"P_rect_{camera[-2:]}:"
+    projection = parse_kitti_projection(calib.read_text(), (key,)) if calib.is_file() else None
+    if projection is None:
+        _LOG.warning("no %s in %s: camera_info gets a centred pinhole guess", key, calib)
+        projection = _guess_projection(first.shape[1], first.shape[0])
+    return [SequenceSource(drive.name, images, stamps, None, Camera(first.shape[1], first.shape[0], projection))]
