@@ -1,7 +1,7 @@
 """Run the Pipeline over a KITTI-STEP-layout folder and write panoptic predictions in the same layout.
 
 Every sequence starts with a fresh tracker. Predictions go to PRED/panoptic_maps/<split>/<seq>/<frame>.png
-(R = class, G = instance // 256, B = instance % 256), which `vknet eval --gt DATA --pred PRED` scores.
+(R = class, G = instance // 256, B = instance % 256), which `vknet eval --gt DATA --pred PRED --model MODEL` scores.
 Without --model the bundled model is used.
 
 Example:

@@ -23,16 +23,17 @@ class PanopticScorer:
     """Accumulates STQ (KITTI-STEP rules) and, optionally, VPQ at k = 0, 5, 10, 15.
 
     Args:
-        data: class names, things, void id and label divisor.
+        data: class names, things, void id and label divisor: the model's or the dataset's config, never a
+            default (Cityscapes-VPS scored with KITTI-STEP's two thing classes counts six of its eight as stuff).
         vpq: also compute VPQ (costs a little more per frame).
         vpq_stride: frames between labelled frames (1 for KITTI-STEP, 5 for Cityscapes-VPS): a window of
             k frames spans ``k // stride + 1`` labelled frames.
     """
 
-    def __init__(self, data: DataConfig | None = None, *, vpq: bool = True, vpq_stride: int = 1) -> None:
+    def __init__(self, data: DataConfig, *, vpq: bool = True, vpq_stride: int = 1) -> None:
         if vpq_stride < 1:
             raise ValueError(f"vpq_stride must be >= 1, got {vpq_stride}")
-        self.data = data or DataConfig()
+        self.data = data
         d = self.data
         self.windows = tuple(k // vpq_stride + 1 for k in VPQ_K)
         self.stq = STQuality(d.num_classes, d.thing_ids, ignore_label=d.void_id, label_divisor=d.label_divisor)

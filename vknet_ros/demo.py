@@ -109,18 +109,22 @@ def run(args: argparse.Namespace) -> int:
     from vknet_data.synth import SynthConfig, write_sequences
     from vknet_eval.scoring import PanopticScorer, format_table
     from vknet_model.bundled import resolve_model
+    from vknet_model.checkpoint import CheckpointError
+    from vknet_model.config import ConfigError
+    from vknet_model.contract import ContractError, model_config
     from vknet_ros.bags import BagReader, kitti_step_sources, write_bag
     from vknet_ros.dds_env import apply_loopback_environment
     from vknet_ros.replay import ReplayError, describe, replay_through_node
 
     try:
         model = resolve_model(args.model, prefer_onnx=True)
-    except FileNotFoundError as exc:
+        data = model_config(model).data  # scored in the model's own label space
+    except (FileNotFoundError, CheckpointError, ConfigError, ContractError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     env = apply_loopback_environment()
-    scorer = PanopticScorer()
+    scorer = PanopticScorer(data)
     source: VideoFrames | BagReader
     if args.video is not None:
         try:

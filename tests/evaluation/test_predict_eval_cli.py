@@ -30,7 +30,7 @@ def gt_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_ground_truth_scores_perfectly(gt_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "scores.json"
-    assert main(["eval", "--gt", str(gt_root), "--pred", str(gt_root), "--json", str(out)]) == 0
+    assert main(["eval", "--gt", str(gt_root), "--pred", str(gt_root), "--config", "tiny", "--json", str(out)]) == 0
     scores = json.loads(out.read_text())
     assert scores["STQ"] == scores["AQ"] == scores["SQ"] == 1.0
     assert scores["VPQ"] == 1.0 and set(scores["VPQ_per_k"]) == {"0", "5", "10", "15"}
@@ -47,7 +47,8 @@ def test_an_id_switch_lowers_aq_only(gt_root: Path, tmp_path: Path) -> None:
         panoptic[things] += 500
         cv2.imwrite(str(path), encode_panoptic_png(panoptic)[:, :, ::-1])
     out = tmp_path / "scores.json"
-    assert main(["eval", "--gt", str(gt_root), "--pred", str(pred), "--json", str(out), "--no-vpq"]) == 0
+    assert main(["eval", "--gt", str(gt_root), "--pred", str(pred), "--config", "tiny", "--json", str(out),
+                 "--no-vpq"]) == 0
     scores = json.loads(out.read_text())
     assert scores["SQ"] == 1.0
     assert scores["per_sequence"]["0001"]["AQ"] == 1.0
@@ -58,7 +59,7 @@ def test_missing_prediction_is_reported(gt_root: Path, tmp_path: Path, capsys: p
     pred = tmp_path / "pred"
     shutil.copytree(gt_root / "panoptic_maps", pred / "panoptic_maps")
     (pred / "panoptic_maps/val/0001/000003.png").unlink()
-    assert main(["eval", "--gt", str(gt_root), "--pred", str(pred)]) == 2
+    assert main(["eval", "--gt", str(gt_root), "--pred", str(pred), "--config", "tiny"]) == 2
     assert "prediction missing" in capsys.readouterr().err
 
 
@@ -73,7 +74,7 @@ def test_predict_writes_every_frame_in_the_layout(gt_root: Path, tmp_path: Path)
         written = sorted(p.name for p in (out / "panoptic_maps/val" / seq).glob("*.png"))
         assert written == [f"{t:06d}.png" for t in range(5)]
         assert read_kitti_step_panoptic(out / "panoptic_maps/val" / seq / "000000.png").shape == (96, 320)
-    assert main(["eval", "--gt", str(gt_root), "--pred", str(out), "--no-vpq"]) == 0
+    assert main(["eval", "--gt", str(gt_root), "--pred", str(out), "--model", str(checkpoint), "--no-vpq"]) == 0
 
 
 def test_predict_without_model_needs_the_bundled_one_or_says_so(gt_root: Path, tmp_path: Path,
@@ -85,3 +86,33 @@ def test_predict_without_model_needs_the_bundled_one_or_says_so(gt_root: Path, t
         assert code == 0
     else:
         assert code == 2 and "bundled model" in capsys.readouterr().err
+
+
+def test_the_label_space_comes_from_the_config_never_a_default(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Cityscapes-VPS tracks 8 thing classes: a truck and a bus whose ids switch mid-sequence lower AQ only when
+    they are scored as things; under KITTI-STEP's (person, car) they would be stuff and AQ would not see them."""
+    gt_dir, pred_dir = tmp_path / "gt/panoptic_maps/val/0000", tmp_path / "pred/panoptic_maps/val/0000"
+    for d in (gt_dir, pred_dir):
+        d.mkdir(parents=True)
+    for t in range(4):
+        gt = np.zeros((8, 12), np.int64)                        # road
+        gt[:4, :4] = 14 * 1000 + 1                               # truck 1
+        gt[4:, 6:10] = 15 * 1000 + 2                             # bus 2
+        gt[:3, 8:] = 11 * 1000 + 3                               # person 3
+        pred = gt.copy()
+        if t >= 2:                                               # the truck and the bus change ids
+            pred[gt == 14001] = 14009
+            pred[gt == 15002] = 15008
+        cv2.imwrite(str(gt_dir / f"{t:06d}.png"), encode_panoptic_png(gt)[:, :, ::-1])
+        cv2.imwrite(str(pred_dir / f"{t:06d}.png"), encode_panoptic_png(pred)[:, :, ::-1])
+    common = ["eval", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"), "--no-vpq", "--json"]
+    assert main([*common, str(tmp_path / "vps.json"), "--config", "cityscapes_vps"]) == 0
+    assert "things [11, 12, 13, 14, 15, 16, 17, 18]" in capsys.readouterr().out
+    assert main([*common, str(tmp_path / "kitti.json"), "--config", "tiny"]) == 0
+    vps, kitti = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("vps", "kitti"))
+    assert kitti["AQ"] == 1.0                          # only the person is a track there: a perfect one
+    assert vps["AQ"] < 0.8                             # the truck and bus id switches count
+    assert vps["SQ"] == kitti["SQ"] == 1.0
+    with pytest.raises(SystemExit):                    # no label space given: refused, not defaulted
+        main(common[:-1])

@@ -233,7 +233,7 @@ def test_bag_cli_and_eval_bag_agree_with_predict_and_eval(step_root: Path, check
     pred = tmp_path / "pred"
     folder = tmp_path / "folder.json"
     assert main(["predict", "--model", str(checkpoint), "--data", str(step_root), "--out", str(pred)]) == 0
-    assert main(["eval", "--gt", str(step_root), "--pred", str(pred), "--json", str(folder)]) == 0
+    assert main(["eval", "--gt", str(step_root), "--pred", str(pred), "--config", "tiny", "--json", str(folder)]) == 0
     a, b = json.loads(offline.read_text()), json.loads(folder.read_text())
     for key in ("STQ", "AQ", "SQ", "VPQ"):
         assert a[key] == pytest.approx(b[key], abs=1e-12), key
