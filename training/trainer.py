@@ -31,7 +31,7 @@ from vknet_eval.evaluate import evaluate_stq
 from vknet_model.backbone import freeze_batchnorm
 from vknet_model.backends.torch_backend import TorchBackend
 from vknet_model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from vknet_model.config import DataConfig, VKNetConfig
+from vknet_model.config import DataConfig, VKNetConfig, config_from_dict
 from vknet_model.network import KernelOutputs, VKNet, build_frame_net, build_model
 from vknet_model.pipeline import Pipeline
 from vknet_model.pretrained import load_torchvision_resnet
@@ -174,7 +174,8 @@ def _check_resumable(payload: dict[str, Any], cfg: VKNetConfig, last: Path) -> N
     Extending a run that is going well is common; changing the architecture or the classes under a
     checkpoint is always a mistake, so only those are refused.
     """
-    saved = payload.get("config", {})
+    # The stored config with today's defaults for settings added since it was written.
+    saved = config_from_dict(payload.get("config", {}), source=f"{last}:config").to_dict()
     current = cfg.to_dict()
     for section in ("model", "data"):
         if _weights_part(section, saved.get(section)) != _weights_part(section, current[section]):

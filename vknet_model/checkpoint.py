@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from vknet_model import __version__
-from vknet_model.config import ConfigError, VKNetConfig, config_from_dict
+from vknet_model.config import ConfigError, VKNetConfig, config_from_dict, values_hash
 from vknet_model.network import VKNet, build_model
 
 CHECKPOINT_FORMAT = "vknet-checkpoint"
@@ -77,7 +77,7 @@ def load_checkpoint(path: str | Path) -> tuple[VKNetConfig, VKNet, dict[str, Any
         cfg = config_from_dict(payload["config"], source=f"{path}:config")
     except ConfigError as exc:
         raise CheckpointError(f"{path}: stored config is invalid for this vknet version: {exc}") from exc
-    if cfg.hash() != payload.get("config_hash"):
+    if values_hash(payload["config"]) != payload.get("config_hash"):
         raise CheckpointError(f"{path}: stored config does not match its hash (edited or damaged)")
     net = build_model(cfg)
     try:

@@ -215,8 +215,18 @@ class VKNetConfig:
 
     def hash(self) -> str:
         """Short stable digest of every setting (sorted JSON), stored with checkpoints and exports."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return values_hash(self.to_dict())
+
+
+def values_hash(values: dict[str, Any]) -> str:
+    """The digest :meth:`VKNetConfig.hash` gives a config whose ``to_dict()`` is ``values``.
+
+    Files check their stored config against the stored hash with this, on the values *as stored*: a file
+    written before a setting was added still verifies (and loads, the new setting taking its default),
+    while a hand-edited or damaged config does not.
+    """
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vknet_model import __version__
-from vknet_model.config import ConfigError, VKNetConfig, config_from_dict
+from vknet_model.config import ConfigError, VKNetConfig, config_from_dict, values_hash
 
 CONTRACT_FORMAT = "vknet-model-contract"
 CONTRACT_VERSION = 1
@@ -103,7 +103,7 @@ class ModelContract:
             )
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise ContractError(f"{source}: malformed contract ({exc.__class__.__name__}: {exc})") from exc
-        if config.hash() != values.get("config_hash"):
+        if values_hash(values["config"]) != values.get("config_hash"):
             raise ContractError(f"{source}: config_hash does not match the stored config (file edited by hand?)")
         return contract
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vknet_model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from vknet_model.config import config_from_dict, resolve_config
+from vknet_model.config import ModelConfig, config_from_dict, resolve_config, values_hash
 from vknet_model.network import build_model
 
 
@@ -76,3 +76,15 @@ def test_edited_config_is_detected(saved: Path, tmp_path: Path) -> None:
     torch.save(payload, edited)
     with pytest.raises(CheckpointError, match="does not match its hash"):
         load_checkpoint(edited)
+
+
+def test_a_checkpoint_from_before_a_new_setting_still_loads(saved: Path, tmp_path: Path) -> None:
+    """Written by an older vknet: its stored config lacks a setting added since (and its hash is of that
+    config). It must verify as stored and load with the new setting's default, not read as tampered."""
+    payload = torch.load(saved, weights_only=True)
+    del payload["config"]["model"]["merge_stride"]
+    payload["config_hash"] = values_hash(payload["config"])
+    older = tmp_path / "older.pt"
+    torch.save(payload, older)
+    cfg, _, _ = load_checkpoint(older)
+    assert cfg.model.merge_stride == ModelConfig().merge_stride

@@ -52,7 +52,7 @@ def test_contract_file_describes_the_model(exported_tiny) -> None:  # type: igno
 # Rounding-level agreement, and the looser bound a frame meets when float rounding flips one pixel of a binarised
 # mask (a logit within ~1e-7 of the threshold, a true discontinuity of the method): measured 2.3e-3 on the kernels.
 STRICT_ATOL, FLIP_ATOL = 1e-4, 1e-2
-MAP_FLIPS = 1e-4  # fraction of merge-grid cells allowed to flip between backends on a strict frame
+MAP_FLIPS = 1e-4  # fraction of merge-grid cells (at least 2) allowed to flip between backends on a strict frame
 
 
 def test_five_frames_feeding_kernels_back_match_pytorch(exported_tiny) -> None:  # type: ignore[no-untyped-def]
@@ -80,7 +80,7 @@ def test_five_frames_feeding_kernels_back_match_pytorch(exported_tiny) -> None: 
                 # A cell whose mask sits on mask_thr to rounding may flip at the merge stride (2: tens of
                 # thousands of cells of random-weight masks); a real mismatch moves many more.
                 flipped = int((a != b).sum())
-                assert flipped <= MAP_FLIPS * a.numel(), f"{name}: {flipped} cells differ on frame {t}"
+                assert flipped <= max(MAP_FLIPS * a.numel(), 2), f"{name}: {flipped} cells differ on frame {t}"
             elif strict and name == "slot_areas":
                 flipped = int((expected.slot_map != got.slot_map).sum())
                 assert int((a - b).abs().sum()) <= 2 * flipped, f"{name} differs on frame {t}"
