@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.matcher import DICE_EPS, match
-from vknet_model.config import DataConfig
+from vknet_model.config import DataConfig, LossWeights
 from vknet_model.network import KernelOutputs
 
 IGNORE_INDEX = 255  # void label of the semantic target, ignored by the semantic CE
@@ -253,34 +253,6 @@ def cosine_l2_loss(cosine: torch.Tensor, positives: torch.Tensor, *, pos_margin:
 # ----------------------------------------------------------------------------------------------------------------
 # Targets
 # ----------------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Loss weights (DESIGN.md 1.2; K-Net / Video K-Net KITTI-STEP configs).
-
-    Attributes:
-        focal: sigmoid focal classification loss of every update stage.
-        mask_bce: mask BCE of every update stage.
-        dice: dice loss of every update stage.
-        init_mask_bce: mask BCE on the initial kernels (same as the stages, as in K-Net's kernel head).
-        init_dice: dice on the initial kernels.
-        rank: rank CE on the initial kernels.
-        semantic: semantic CE on ``sem_logits``. K-Net puts weight 1.0 on its semantic loss (there a sigmoid
-            focal loss); we keep 1.0 for the softmax CE that DESIGN.md asks for.
-        track_ce: multi-positive CE on embedding dot products.
-        track_l2: L2 loss on embedding cosine similarity.
-    """
-
-    focal: float = 2.0
-    mask_bce: float = 1.0
-    dice: float = 4.0
-    init_mask_bce: float = 1.0
-    init_dice: float = 4.0
-    rank: float = 0.1
-    semantic: float = 1.0
-    track_ce: float = 0.25
-    track_l2: float = 1.0
-
 
 @dataclass
 class FrameTargets:

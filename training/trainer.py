@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from training.losses import FrameTargets, LossWeights, VideoKNetCriterion, targets_from_panoptic
+from training.losses import FrameTargets, VideoKNetCriterion, targets_from_panoptic
 from vknet_data.datasets import AugmentConfig, FramePairDataset, VideoSequence, kitti_step_sequences
 from vknet_data.synth import SynthConfig, write_sequences
 from vknet_data.synth_stream import TRAIN_SCENE_SEED, SyntheticPairStream, single_thread_worker
@@ -240,7 +240,8 @@ def _train(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> Path:
         device_ids = [env.device] if env.device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     criterion = VideoKNetCriterion(num_proposals=cfg.model.num_proposals, num_thing_classes=cfg.data.num_things,
-                                   num_classes=cfg.data.num_classes, weights=LossWeights(),
+                                   num_classes=cfg.data.num_classes, weights=t.loss, cost_focal=t.loss.cost_focal,
+                                   cost_dice=t.loss.cost_dice, cost_mask_bce=t.loss.cost_mask_bce,
                                    upsample=cfg.model.mask_stride // t.loss_stride)
     augment = AugmentConfig(crop=(t.crop[0], t.crop[1]), scale_range=(t.scale_range[0], t.scale_range[1]),
                             flip=t.flip, base_scale=t.input_scale)

@@ -150,6 +150,41 @@ class TrackerConfig:
 
 
 @dataclass(frozen=True)
+class LossWeights:
+    """Loss weights and Hungarian matching costs (``train.loss``; K-Net / Video K-Net KITTI-STEP values).
+
+    In the config (and its hash), so that a run's recipe is all in one place. The matching costs are their
+    own fields: re-weighting a loss must not silently change the assignment.
+
+    Attributes:
+        focal: sigmoid focal classification loss of every update stage.
+        mask_bce: mask BCE of every update stage.
+        dice: dice loss of every update stage.
+        init_mask_bce: mask BCE on the initial kernels (same as the stages, as in K-Net's kernel head).
+        init_dice: dice on the initial kernels.
+        rank: rank CE on the initial kernels.
+        semantic: semantic CE on ``sem_logits``. K-Net puts weight 1.0 on its semantic loss (there a sigmoid
+            focal loss); we keep 1.0 for the softmax CE that DESIGN.md asks for.
+        track_ce: multi-positive CE on embedding dot products.
+        track_l2: L2 loss on embedding cosine similarity.
+        cost_focal, cost_dice, cost_mask_bce: matching cost of each term (2, 4, 1).
+    """
+
+    focal: float = 2.0
+    mask_bce: float = 1.0
+    dice: float = 4.0
+    init_mask_bce: float = 1.0
+    init_dice: float = 4.0
+    rank: float = 0.1
+    semantic: float = 1.0
+    track_ce: float = 0.25
+    track_l2: float = 1.0
+    cost_focal: float = 2.0
+    cost_dice: float = 4.0
+    cost_mask_bce: float = 1.0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation (DESIGN.md 1.2); the training issue extends it."""
 
@@ -166,6 +201,7 @@ class TrainConfig:
     input_scale: float = 1.0          # resize applied before the random scale (1.0: native scale, as inferred)
     scale_range: tuple[float, ...] = (0.5, 2.0)
     loss_stride: int = 4              # mask and semantic logits are upsampled to this stride for losses/matching
+    loss: LossWeights = field(default_factory=LossWeights)
     flip: bool = True
     amp: bool = True                  # mixed precision on CUDA (ignored on CPU)
     checkpoint_every: int = 1000

@@ -67,3 +67,12 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="no built-in config 'r101'"):
         resolve_config("r101")
+
+
+def test_loss_weights_and_matching_costs_are_part_of_the_config_and_its_hash() -> None:
+    base = config_from_dict({})
+    tuned = config_from_dict({"train": {"loss": {"dice": 2.0, "cost_dice": 1.0}}})
+    assert (tuned.train.loss.dice, tuned.train.loss.cost_dice, tuned.train.loss.focal) == (2.0, 1.0, 2.0)
+    assert tuned.hash() != base.hash()
+    with pytest.raises(ConfigError, match=r"train.loss: unknown key\(s\) \['dcie'\]"):
+        config_from_dict({"train": {"loss": {"dcie": 2.0}}})
