@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from vknet_model import __version__
+from vknet_model.contract import file_sha256
 
 _LOG = logging.getLogger(__name__)
 
@@ -202,14 +203,6 @@ def timing_cache_path(cache_dir: str | Path, gpu_name: str, tensorrt_version: st
     return Path(cache_dir) / f"timing-{sanitize_name(gpu_name)}-trt{_sanitize_version(tensorrt_version)}.cache"
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_sidecar(sidecar_path: Path) -> tuple[EngineKey, int, str]:
     """(key, engine size, engine sha256) from a sidecar; ValueError (or OSError) when it is not one."""
     try:
@@ -279,7 +272,7 @@ def check_cached(engine_path: str | Path, sidecar_path: str | Path, key: EngineK
     if size != expected_size:
         return CacheStatus(CacheState.CORRUPT, f"{engine_path} has {size} bytes, the sidecar says {expected_size} "
                                                f"(truncated or partly written)")
-    if _sha256_file(engine_path) != expected_sha:
+    if file_sha256(engine_path) != expected_sha:
         return CacheStatus(CacheState.CORRUPT, f"{engine_path} does not match the sha256 in its sidecar")
     return CacheStatus(CacheState.VALID, f"cached engine {engine_path} matches")
 

@@ -22,6 +22,7 @@ from vknet_model.backends import Backend, open_backend
 from vknet_model.config import DataConfig, PostprocessConfig, TrackerConfig
 from vknet_model.network import VKNetOutput, threshold_tensor
 from vknet_model.preprocess import Letterbox, letterbox
+from vknet_model.resets import video_break
 from vknet_model.tracker import Detections, Tracker
 
 _LOG = logging.getLogger(__name__)
@@ -234,14 +235,7 @@ class Pipeline:
     def _reset_reason(self, stamp: float | None, frame_id: str) -> str:
         if self._pending_reset:
             return self._pending_reset
-        if self._last_frame_id is not None and frame_id != self._last_frame_id:
-            return f"frame_id changed ({self._last_frame_id!r} -> {frame_id!r})"
-        if stamp is not None and self._last_stamp is not None:
-            if stamp < self._last_stamp:
-                return f"time jumped back by {self._last_stamp - stamp:.3f} s"
-            if stamp - self._last_stamp > self.tracker_config.reset_gap_s:
-                return f"gap of {stamp - self._last_stamp:.3f} s > {self.tracker_config.reset_gap_s} s"
-        return ""
+        return video_break(self._last_stamp, self._last_frame_id, stamp, frame_id, self.tracker_config.reset_gap_s)
 
     def step(self, image: np.ndarray, *, stamp: float | None = None, frame_id: str = "") -> FrameResult:
         """Process one RGB uint8 [H, W, 3] frame taken at ``stamp`` seconds by camera ``frame_id``.

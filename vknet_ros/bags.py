@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vknet_model.resets import video_break
 from vknet_ros.conversions import ImageConversionError, compressed_msg_to_rgb, image_msg_to_labels, image_msg_to_rgb
 
 if TYPE_CHECKING:
@@ -442,7 +443,7 @@ class BagReader:
 
 
 class _SequenceSplitter:
-    """Names frames' sequences by the Pipeline's reset rule (frame_id change, time backwards, gap)."""
+    """Names frames' sequences by the Pipeline's reset rule (:func:`vknet_model.resets.video_break`)."""
 
     def __init__(self, names: list[str], reset_gap_ns: int) -> None:
         self.names, self.reset_gap_ns = names, reset_gap_ns
@@ -453,7 +454,7 @@ class _SequenceSplitter:
 
     def place(self, stamp: int, frame_id: str) -> tuple[str, int]:
         last = self.last_stamp
-        if last is None or frame_id != self.last_frame_id or stamp < last or stamp - last > self.reset_gap_ns:
+        if last is None or video_break(last / 1e9, self.last_frame_id, stamp / 1e9, frame_id, self.reset_gap_ns / 1e9):
             k = len(self.names_seen)
             self.names_seen.append(self.names[k] if k < len(self.names) else f"{k:04d}")
             self.index = 0

@@ -16,7 +16,6 @@ import importlib
 import importlib.metadata
 import os
 import platform
-import statistics
 
 from vknet_model.percentile import percentile
 
@@ -133,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     rtt.sort()
     p90 = percentile(rtt, 0.9)
-    print(f"  returned {received}/{args.frames}, round trip p50 {statistics.median(rtt):.2f} ms, "
+    print(f"  returned {received}/{args.frames}, round trip p50 {percentile(rtt, 0.5):.2f} ms, "
           f"p90 {p90:.2f} ms, max {rtt[-1]:.2f} ms")
     if received < args.frames:
         print(f"WARNING: {args.frames - received} images lost on loopback")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import statistics
 import threading
 import time
 import traceback
@@ -389,7 +388,7 @@ class VKNetNode(LifecycleNode):
                   "received": c["received"], "processed": c["processed"],
                   "dropped": c["dropped"], "bad_input": c["bad_input"], "errors": c["errors"], "resets": c["resets"]}
         for stage, series in self._stage_ms.items():
-            values[f"{stage}_ms_p50"] = f"{statistics.median(series):.1f}" if series else "n/a"
+            values[f"{stage}_ms_p50"] = f"{percentile(series, 0.5):.1f}" if series else "n/a"
         status = DiagnosticStatus(level=level, name=f"{self.get_name()}: pipeline", message=message,
                                   hardware_id=self._backend_line,
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
