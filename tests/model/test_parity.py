@@ -22,7 +22,12 @@ def test_torch_and_onnxruntime_agree_frame_after_frame() -> None:
     report = compare_backends(TorchBackend.from_checkpoint(BUNDLED_MODEL), OnnxRuntimeBackend(BUNDLED_ONNX), images)
     assert report.frames == 3
     assert {"kernels", "embeddings", "cls_scores"} <= set(report.max_abs)
-    assert report.worst_float() < 1e-3, report.max_abs
+    # Frame 1 has a mask logit 6.7e-6 from the binarisation threshold (bundled weights): float error flips that
+    # cell's group feature and moves the kernels by 8.8e-3 even when both backends are given the same
+    # previous kernels. Such a frame is allowed 1e-2 (as in tests/model/test_export.py); the others must
+    # agree to 1e-4, and every integer output everywhere.
+    assert report.worst_float() < 1e-2, report.max_abs
+    assert sum(w < 1e-4 for w in report.frame_worst) >= 2, report.frame_worst
     assert report.worst_mismatch() == 0.0, report.mismatch
 
 
