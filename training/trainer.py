@@ -168,6 +168,22 @@ def _batches(loader: DataLoader[Any], sampler: DistributedSampler[Any], start_ep
         epoch += 1
 
 
+def _scenes_generated(steps: int, pairs_per_step: int) -> int:
+    """An upper bound on the synthetic scene numbers ``steps`` iterations can have drawn: one scene per pair at
+    most, plus the scenes the data workers hold in their pools (0 for a run that has not started)."""
+    return 0 if steps == 0 else steps * pairs_per_step + 10_000
+
+
+def scenes_trained_on(payload: dict[str, Any]) -> int:
+    """Synthetic scene numbers below the returned one may have been trained on by a checkpoint's weights, so a
+    fine-tune from them (``--init``) starts its stream past them. Checkpoints written before ``scenes_after``
+    was stored (the bundled model's) are bounded from their step, one process, their batch size."""
+    if "scenes_after" in payload:
+        return int(payload["scenes_after"])
+    batch = int(payload.get("config", {}).get("train", {}).get("batch_size", 2))
+    return _scenes_generated(int(payload.get("step", 0)), batch)
+
+
 def _check_resumable(payload: dict[str, Any], cfg: VKNetConfig, last: Path) -> None:
     """Resume only into the same network and data; a changed schedule (longer run, new lr steps) is allowed.
 
@@ -214,10 +230,13 @@ def _train(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(t.seed)
     net = build_model(cfg).to(env.device)
+    scene_base = 0  # synthetic scene numbers below this were trained on by the weights this run starts from
     if opts.init is not None:
-        init_cfg, init_net, _ = load_checkpoint(opts.init)
+        init_cfg, init_net, init_payload = load_checkpoint(opts.init)
         net.load_state_dict(init_net.state_dict())
-        _LOG.info("initialised from %s (config %s)", opts.init, init_cfg.hash())
+        scene_base = scenes_trained_on(init_payload)
+        _LOG.info("initialised from %s (config %s, synthetic scenes below %d already seen)", opts.init,
+                  init_cfg.hash(), scene_base)
     elif opts.backbone_weights is not None:
         report = load_torchvision_resnet(net.backbone, opts.backbone_weights)
         if env.main:
@@ -234,6 +253,7 @@ def _train(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> Path:
         net.load_state_dict(payload["state_dict"])
         optimizer.load_state_dict(payload["optimizer"])
         start = int(payload["step"])
+        scene_base = int(payload.get("scene_base", scene_base))
         _LOG.info("resumed from %s at iteration %d", last, start)
     model: nn.Module = PairModel(net)
     if env.world > 1:
@@ -247,8 +267,7 @@ def _train(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> Path:
                             flip=t.flip, base_scale=t.input_scale)
     collate = PairCollate(cfg.data, (t.crop[0] // t.loss_stride, t.crop[1] // t.loss_stride))
     if opts.synthetic:
-        # Past every scene an earlier part of the run can have generated (pairs so far, plus workers' pools).
-        first_scene = 0 if start == 0 else start * t.batch_size * env.world + 10_000
+        first_scene = scene_base + _scenes_generated(start, t.batch_size * env.world)
         stream = SyntheticPairStream(synth=SynthConfig(frames=SCENE_FRAMES), augment=augment,
                                      ref_offsets=t.ref_offsets, label_divisor=cfg.data.label_divisor,
                                      first_scene=first_scene, rank=env.rank, world=env.world, seed=t.seed)
@@ -321,7 +340,8 @@ def _train(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> Path:
                 _LOG.info("it %d/%d loss %.4f lr %.2e grad %.2f (%.1f frames/s)", done, iters, row["loss"],
                           row["lr"], grad_norm, rate)
             if done % t.checkpoint_every == 0 or done == iters:
-                save_checkpoint(last, net, cfg, step=done, optimizer=optimizer.state_dict())
+                save_checkpoint(last, net, cfg, step=done, optimizer=optimizer.state_dict(), scene_base=scene_base,
+                                scenes_after=scene_base + _scenes_generated(done, t.batch_size * env.world))
             if held_out and ((t.val_every and done % t.val_every == 0) or done == iters):
                 row = _validate(net, cfg, env.device, held_out, seen, opts.progress)
                 _train_mode(net, cfg)
@@ -341,7 +361,8 @@ def _train(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> Path:
             if not identical:
                 raise RuntimeError(f"DDP replicas diverged: {checksums}")
     if env.main:
-        save_checkpoint(final, net, cfg, step=iters, train_seconds=round(time.perf_counter() - started, 1))
+        save_checkpoint(final, net, cfg, step=iters, train_seconds=round(time.perf_counter() - started, 1),
+                        scenes_after=scene_base + _scenes_generated(iters, t.batch_size * env.world))
         _LOG.info("wrote %s after %d iterations (%.0f s)", final, iters, time.perf_counter() - started)
     return final
 

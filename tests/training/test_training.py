@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.trainer import RunOptions, lr_schedule, train, weights_checksum
+from training.trainer import RunOptions, lr_schedule, scenes_trained_on, train, weights_checksum
 from vknet_data.synth import SynthConfig, write_sequences
 from vknet_model.checkpoint import load_checkpoint, read_checkpoint
 from vknet_model.config import config_from_dict, load_config
@@ -119,6 +119,23 @@ def test_synthetic_stream_training_reports_the_train_held_out_gap(tiny_data: tup
     caplog.clear()
     train(cfg, RunOptions(data=None, out=out, synthetic=True, iters=3, val_split=None, progress=False))
     assert "from scene 10002" in caplog.text
+    assert read_checkpoint(out / "model.pt")["scenes_after"] == 10003
+    # A fine-tune from those weights starts past their scenes, and its own resume keeps that base.
+    caplog.clear()
+    tuned = tmp_path / "tuned"
+    train(cfg, RunOptions(data=None, out=tuned, synthetic=True, iters=2, val_split=None, progress=False,
+                          init=out / "model.pt"))
+    assert "from scene 10003" in caplog.text
+    caplog.clear()
+    train(cfg, RunOptions(data=None, out=tuned, synthetic=True, iters=3, val_split=None, progress=False,
+                          init=out / "model.pt"))
+    assert "from scene 20005" in caplog.text
+
+
+def test_weights_written_before_scenes_were_recorded_are_bounded_from_their_step() -> None:
+    assert scenes_trained_on({"step": 24750, "config": {"train": {"batch_size": 2}}}) == 59_500
+    assert scenes_trained_on({"step": 0}) == 0
+    assert scenes_trained_on({"step": 10, "scenes_after": 7}) == 7
 
 
 def test_inference_only_settings_may_change_on_resume(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
