@@ -65,9 +65,11 @@ class FrameResult:
             instance (instance 0 for stuff and untracked pixels).
         objects: tracked things visible in this frame.
         class_cells: uint8 dataset class (void 255) per cell of the letterboxed network input at the model's
-            merge stride (padding included, e.g. [192, 624] for a 384x1248 input at stride 2), what
+            merge stride (padding included, e.g. [96, 312] for a 384x1248 input at stride 4), what
             ``semantic`` is made of.
-        upsample: brings a merge-stride map to [H, W] (nearest cell).
+        panoptic_cells: ``panoptic`` per cell, before upsampling (the overlay is coloured per cell).
+        upsample: brings a merge-stride map [Hm, Wm, ...] to [H, W, ...] (nearest cell); its second argument,
+            a slice of output rows, gives a band of it.
         reset_reason: why the temporal state was reset before this frame ("" if it was not).
         timings_ms: per-stage wall time.
     """
@@ -75,7 +77,8 @@ class FrameResult:
     panoptic: np.ndarray
     objects: list[TrackedObjectInfo]
     class_cells: np.ndarray
-    upsample: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    panoptic_cells: np.ndarray
+    upsample: Callable[..., np.ndarray] = field(repr=False)
     reset_reason: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -137,10 +140,10 @@ class _Geometry:
         self.cell_x = (row_count[:, None] * col_xsum[None, :]).ravel()
         self.cell_y = (row_ysum[:, None] * col_count[None, :]).ravel()
 
-    def upsample(self, cells: np.ndarray) -> np.ndarray:
-        """[Hm, Wm] -> [H, W] nearest neighbour: columns on the small map, then whole rows (about 10x faster than
-        one 2-D fancy index at KITTI size)."""
-        return cells.take(self.cols, axis=1).take(self.rows, axis=0)
+    def upsample(self, cells: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+        """[Hm, Wm, ...] -> [H, W, ...] nearest neighbour: columns on the small map, then whole rows (about 10x
+        faster than one 2-D fancy index at KITTI size). ``rows`` picks a band of the output rows."""
+        return cells.take(self.cols, axis=1).take(self.rows[rows], axis=0)
 
 
 class Pipeline:
@@ -237,15 +240,18 @@ class Pipeline:
             return self._pending_reset
         return video_break(self._last_stamp, self._last_frame_id, stamp, frame_id, self.tracker_config.reset_gap_s)
 
-    def step(self, image: np.ndarray, *, stamp: float | None = None, frame_id: str = "") -> FrameResult:
-        """Process one RGB uint8 [H, W, 3] frame taken at ``stamp`` seconds by camera ``frame_id``.
+    def step(self, image: np.ndarray, *, stamp: float | None = None, frame_id: str = "",
+             channel_order: str = "rgb") -> FrameResult:
+        """Process one uint8 [H, W, 3] frame taken at ``stamp`` seconds by camera ``frame_id``.
+
+        ``channel_order`` "bgr" takes a BGR frame as it is (the swap is folded into the network input's copy).
 
         Raises:
             ValueError: the image is not a non-empty uint8 RGB array (state unchanged).
             PipelineError: the network produced non-finite values (state reset, next frame starts afresh).
         """
         t0 = time.perf_counter()
-        network_input, box = letterbox(image, self._input_size, out=self._network_input)
+        network_input, box = letterbox(image, self._input_size, out=self._network_input, channel_order=channel_order)
         if self._geometry is None or self._geometry.box != box:
             self._geometry = _Geometry(box, self._merge_stride)
         geometry = self._geometry
@@ -308,9 +314,10 @@ class Pipeline:
         # np.where then replaces (class) or zeroes (instance).
         class_cells = np.where(claimed, slot_class[slot_map], self._net_to_dataset[out.semantic_map])
         panoptic_cells = np.where(class_cells == self.data.void_id, self.void_panoptic,
-                                  class_cells * self.label_divisor + np.where(claimed, slot_instance[slot_map], 0))
+                                  class_cells * self.label_divisor + np.where(claimed, slot_instance[slot_map], 0)
+                                  ).astype(self.panoptic_dtype)
         # The map is built per cell and only then brought to camera resolution.
-        panoptic = geometry.upsample(panoptic_cells.astype(self.panoptic_dtype))
+        panoptic = geometry.upsample(panoptic_cells)
 
         index = slot_map.ravel().astype(np.int64) + 1            # 0 = unclaimed
         area = np.bincount(index, weights=geometry.cell_area, minlength=n + 1)[1:]
@@ -331,7 +338,7 @@ class Pipeline:
                 age=age,
             ))
         return FrameResult(panoptic=panoptic, objects=objects, class_cells=class_cells.astype(np.uint8),
-                           upsample=geometry.upsample)
+                           panoptic_cells=panoptic_cells, upsample=geometry.upsample)
 
 
 def _all_finite(tensor: torch.Tensor) -> bool:

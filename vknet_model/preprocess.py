@@ -74,15 +74,22 @@ def check_image(image: np.ndarray) -> None:
         raise ValueError(f"empty image ({image.shape[1]}x{image.shape[0]})")
 
 
-def letterbox(image: np.ndarray, target: tuple[int, int], out: np.ndarray | None = None,
-              ) -> tuple[np.ndarray, Letterbox]:
-    """RGB uint8 [H, W, 3] -> (uint8 [1, 3, th, tw] network input, the Letterbox to map results back).
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
+def letterbox(image: np.ndarray, target: tuple[int, int], out: np.ndarray | None = None, *,
+              channel_order: str = "rgb") -> tuple[np.ndarray, Letterbox]:
+    """uint8 [H, W, 3] -> (uint8 [1, 3, th, tw] RGB network input, the Letterbox to map results back).
 
     Args:
         out: uint8 [1, 3, th, tw] to write the network input into (a live pipeline reuses one buffer instead
             of allocating a fresh one per frame); a new array when None.
+        channel_order: "rgb", or "bgr" for a BGR image (a bgr8 camera): the channels are swapped by the
+            copy into ``out`` that happens anyway, so a BGR frame costs no conversion of its own.
     """
     check_image(image)
+    if channel_order not in CHANNEL_ORDERS:
+        raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
     th, tw = target
     if out is None:
         out = np.empty((1, 3, th, tw), dtype=np.uint8)
@@ -96,5 +103,6 @@ def letterbox(image: np.ndarray, target: tuple[int, int], out: np.ndarray | None
         image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
     canvas = out[0]
     canvas[:] = np.asarray(PAD_VALUE, dtype=np.uint8)[:, None, None]
-    canvas[:, :rh, :rw] = image.transpose(2, 0, 1)
+    chw = image.transpose(2, 0, 1)
+    canvas[:, :rh, :rw] = chw[::-1] if channel_order == "bgr" else chw
     return out, box

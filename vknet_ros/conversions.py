@@ -124,6 +124,20 @@ def decode_image(msg: Image, bridge: Any | None = None, *, copy: bool = True) ->
     return np.ascontiguousarray(bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
 
 
+def decode_camera_image(msg: Image) -> tuple[np.ndarray, str]:
+    """The node's decoder: (uint8 [H, W, 3], its channel order "rgb" or "bgr").
+
+    An rgb8 or bgr8 frame comes back as a view of ``msg.data`` in its own channel order (valid while the
+    message is): the pipeline folds the order into the copy it makes for the network, and the overlay reads
+    it as it is, so a camera frame is never converted. Other encodings are decoded to RGB by
+    :func:`decode_image`. Raises :class:`ImageConversionError` as :func:`image_msg_to_rgb` does.
+    """
+    channels, order, data = _checked(msg)
+    if channels == 3:
+        return _to_rgb(msg, channels, (0, 1, 2), data, copy=False), ("bgr" if order == (2, 1, 0) else "rgb")
+    return decode_image(msg), "rgb"
+
+
 def rgb_to_image_msg(rgb: np.ndarray, header: Header, encoding: str = "rgb8") -> Image:
     """Encode an RGB uint8 array [H, W, 3] as an rgb8 or bgr8 ``sensor_msgs/Image``."""
     from sensor_msgs.msg import Image
@@ -160,14 +174,27 @@ def labels_to_serialized_image(labels: np.ndarray, header: Header, encoding: str
             wrapping ids would corrupt every downstream consumer).
     """
     pixels = _label_pixels(labels, encoding)
-    height, width = labels.shape
+    return _serialized_image(pixels, header, encoding)
+
+
+def bgr_to_serialized_image(bgr: np.ndarray, header: Header) -> bytes:
+    """Encode a BGR uint8 [H, W, 3] array (the overlay) as a serialised bgr8 ``sensor_msgs/Image``, like
+    :func:`labels_to_serialized_image`."""
+    if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape[2] != 3:
+        raise ValueError(f"expected uint8 [H, W, 3], got {bgr.dtype} {list(bgr.shape)}")
+    return _serialized_image(np.ascontiguousarray(bgr), header, "bgr8")
+
+
+def _serialized_image(pixels: np.ndarray, header: Header, encoding: str) -> bytes:
+    """CDR of a ``sensor_msgs/Image`` holding C-contiguous little-endian ``pixels`` [H, W] or [H, W, C]."""
+    height, width = pixels.shape[:2]
     # Plain CDR, little endian (encapsulation 0x0001): each field aligned to its size from the body's start.
     body = bytearray(struct.pack("<iI", header.stamp.sec, header.stamp.nanosec))
     _cdr_string(body, header.frame_id)
     body += bytes(-len(body) % 4) + struct.pack("<II", height, width)
     _cdr_string(body, encoding)
     body.append(0)  # is_bigendian
-    body += bytes(-len(body) % 4) + struct.pack("<II", width * pixels.itemsize, pixels.nbytes)  # step, data length
+    body += bytes(-len(body) % 4) + struct.pack("<II", pixels.nbytes // height, pixels.nbytes)  # step, data length
     return b"".join((b"\x00\x01\x00\x00", body, pixels))  # type: ignore[arg-type]  # join takes any buffer
 
 
@@ -205,7 +232,14 @@ def image_msg_to_labels(msg: Image) -> np.ndarray:
 
 
 def compressed_msg_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """Decode a JPEG/PNG ``sensor_msgs/CompressedImage`` to RGB uint8 [H, W, 3].
+    """Decode a JPEG/PNG ``sensor_msgs/CompressedImage`` to RGB uint8 [H, W, 3] (errors as
+    :func:`compressed_msg_to_bgr`)."""
+    return np.ascontiguousarray(compressed_msg_to_bgr(msg)[:, :, ::-1])
+
+
+def compressed_msg_to_bgr(msg: CompressedImage) -> np.ndarray:
+    """Decode a JPEG/PNG ``sensor_msgs/CompressedImage`` to BGR uint8 [H, W, 3], OpenCV's own order (the node
+    takes it as it is).
 
     Raises:
         ImageConversionError: empty or undecodable data (truncated or corrupt JPEG), or an image over the
@@ -222,4 +256,4 @@ def compressed_msg_to_rgb(msg: CompressedImage) -> np.ndarray:
                                    f"corrupt or truncated, or not JPEG/PNG")
     if image.shape[0] * image.shape[1] > MAX_PIXELS:
         raise ImageConversionError(f"image of {image.shape[1]}x{image.shape[0]} exceeds the {MAX_PIXELS}-pixel limit")
-    return np.ascontiguousarray(image[:, :, ::-1])
+    return image

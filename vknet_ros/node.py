@@ -39,11 +39,11 @@ from vknet_model.percentile import percentile
 from vknet_model.pipeline import FrameResult, Pipeline
 from vknet_ros.conversions import (
     ImageConversionError,
-    compressed_msg_to_rgb,
-    decode_image,
+    bgr_to_serialized_image,
+    compressed_msg_to_bgr,
+    decode_camera_image,
     label_dtype,
     labels_to_serialized_image,
-    rgb_to_image_msg,
 )
 from vknet_ros.messages import class_map_msg, markers_msg, tracks_msg
 from vknet_ros.msg import ClassMap, TrackedObjectArray
@@ -315,8 +315,12 @@ class VKNetNode(LifecycleNode):
         assert self.settings is not None and self.pipeline is not None
         start = time.perf_counter()
         try:
-            # An rgb8 frame stays a view of the message's data (alive until this method returns): no copy.
-            rgb = compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage) else decode_image(msg, copy=False)
+            # An rgb8 or bgr8 frame stays a view of the message's data (alive until this method returns) in its
+            # own channel order, as does OpenCV's BGR decode of a compressed one: no conversion.
+            if isinstance(msg, CompressedImage):
+                pixels, order = compressed_msg_to_bgr(msg), "bgr"
+            else:
+                pixels, order = decode_camera_image(msg)
         except ImageConversionError as exc:
             self._reject(str(exc))
             return
@@ -324,7 +328,7 @@ class VKNetNode(LifecycleNode):
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         with self._pipeline_lock:
             try:
-                result = self.pipeline.step(rgb, stamp=stamp, frame_id=msg.header.frame_id)
+                result = self.pipeline.step(pixels, stamp=stamp, frame_id=msg.header.frame_id, channel_order=order)
             except ValueError as exc:
                 self._reject(str(exc))
                 return
@@ -332,7 +336,7 @@ class VKNetNode(LifecycleNode):
             self.counters["resets"] += 1
             self.get_logger().info(f"tracker reset: {result.reset_reason}")
         stepped = time.perf_counter()
-        self._publish(msg.header, rgb, result)
+        self._publish(msg.header, pixels, order, result)
         done = time.perf_counter()
         for stage, ms in (("decode", decoded - start), ("pipeline", stepped - decoded), ("publish", done - stepped)):
             self._stage_ms[stage].append(1e3 * ms)
@@ -352,7 +356,7 @@ class VKNetNode(LifecycleNode):
         self.bad_reasons[reason.split(":")[0][:60]] += 1
         self.get_logger().warning(f"skipped an input image: {reason}", throttle_duration_sec=2.0)
 
-    def _publish(self, header: Header, rgb: np.ndarray, result: FrameResult) -> None:
+    def _publish(self, header: Header, pixels: np.ndarray, channel_order: str, result: FrameResult) -> None:
         s, pubs = self.settings, self._pubs
         assert s is not None
         # The label images go out pre-serialised: fewer copies of the pixels than a Python Image message.
@@ -362,11 +366,10 @@ class VKNetNode(LifecycleNode):
             pubs["semantic"].publish(labels_to_serialized_image(result.semantic, header, "mono8"))
         pubs["tracks"].publish(tracks_msg(result.objects, header))
         if pubs["overlay"] is not None and pubs["overlay"].get_subscription_count() > 0:
-            overlay = draw_overlay(rgb, result.semantic, result.panoptic, result.objects,
-                                   label_divisor=s.label_divisor)
-            pubs["overlay"].publish(rgb_to_image_msg(overlay, header, "bgr8"))
+            overlay = draw_overlay(pixels, result, channel_order=channel_order, label_divisor=s.label_divisor)
+            pubs["overlay"].publish(bgr_to_serialized_image(overlay, header))
         if pubs["markers"] is not None and pubs["markers"].get_subscription_count() > 0:
-            height, width = rgb.shape[:2]
+            height, width = pixels.shape[:2]
             intrinsics = self._intrinsics or (float(width), float(width), width / 2, height / 2)
             pubs["markers"].publish(markers_msg(result.objects, header, intrinsics))
 

@@ -154,3 +154,15 @@ def test_instance_pool_reuses_numbers_of_dead_tracks_only() -> None:
     assert pool.assign([101, 103], frame=3) == [2, 1]
     pool.clear()
     assert pool.assign([200], frame=0) == [1]
+
+
+def test_a_bgr_frame_gives_the_results_of_the_same_rgb_frame() -> None:
+    backend = TorchBackend.from_checkpoint(BUNDLED_MODEL)
+    rgb_pipe, bgr_pipe = Pipeline(backend), Pipeline(backend)
+    for t in range(2):
+        a = rgb_pipe.step(street(t), stamp=0.1 * t, frame_id="cam")
+        b = bgr_pipe.step(np.ascontiguousarray(street(t)[:, :, ::-1]), stamp=0.1 * t, frame_id="cam",
+                          channel_order="bgr")
+        assert a.objects and np.array_equal(a.panoptic, b.panoptic) and a.objects == b.objects
+        assert np.array_equal(a.panoptic_cells, b.panoptic_cells)
+        assert np.array_equal(a.upsample(a.panoptic_cells), a.panoptic)

@@ -37,6 +37,17 @@ def test_letterbox_into_a_reused_buffer_equals_a_fresh_one() -> None:
         letterbox(image, (192, 640), out=np.zeros((1, 3, 192, 641), np.uint8))
 
 
+def test_a_bgr_frame_gives_the_network_input_of_the_same_rgb_frame() -> None:
+    rgb = np.random.default_rng(1).integers(0, 256, (375, 1242, 3), dtype=np.uint8)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    for target in ((192, 640), (375, 1242)):  # resized, and a pure copy
+        expected, box = letterbox(rgb, target)
+        got, bgr_box = letterbox(bgr, target, channel_order="bgr")
+        assert bgr_box == box and np.array_equal(got, expected)
+    with pytest.raises(ValueError, match="channel_order"):
+        letterbox(rgb, (32, 32), channel_order="rgba")
+
+
 def test_tall_image_pads_the_right() -> None:
     _, box = letterbox(np.zeros((200, 100, 3), np.uint8), (64, 128))
     assert box.resized == (64, 32) and box.scale == pytest.approx(0.32)

@@ -14,6 +14,8 @@ from std_msgs.msg import Header
 
 from vknet_ros.conversions import (
     ImageConversionError,
+    bgr_to_serialized_image,
+    decode_camera_image,
     decode_image,
     image_msg_to_labels,
     image_msg_to_rgb,
@@ -179,3 +181,33 @@ def test_cv_bridge_and_numpy_paths_agree(encoding: str) -> None:
     msg = Image(height=5, width=7, encoding=encoding, step=7 * channels, data=data.tobytes())
     np.testing.assert_array_equal(np.asarray(cv_bridge().imgmsg_to_cv2(msg, desired_encoding="rgb8")),
                                   image_msg_to_rgb(msg))
+
+
+def test_camera_frames_decode_as_views_in_their_own_channel_order() -> None:
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    for encoding, order in (("rgb8", "rgb"), ("bgr8", "bgr")):
+        msg = rgb_to_image_msg(rgb, Header(), encoding)
+        pixels, got = decode_camera_image(msg)
+        assert got == order and not pixels.flags.owndata  # a view of msg.data, not a converted copy
+        assert np.array_equal(pixels[:, :, ::-1] if order == "bgr" else pixels, rgb)
+    # Other colour encodings are converted to RGB.
+    bgra = _msg("bgra8", 1, 2, 8, bytes([3, 2, 1, 9, 6, 5, 4, 9]))
+    pixels, order = decode_camera_image(bgra)
+    assert order == "rgb" and pixels.tolist() == [[[1, 2, 3], [4, 5, 6]]]
+    with pytest.raises(ImageConversionError, match="16UC1"):
+        decode_camera_image(_msg("16UC1", 1, 1, 2, bytes(2)))
+
+
+def test_serialized_bgr_image_is_the_message_rclpy_would_send() -> None:
+    from rclpy.serialization import deserialize_message
+
+    bgr = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    header = Header(frame_id="camera_ü")
+    header.stamp.sec, header.stamp.nanosec = 12, 345
+    msg = deserialize_message(bgr_to_serialized_image(bgr, header), Image)
+    assert (msg.header, msg.height, msg.width, msg.encoding) == (header, 5, 7, "bgr8")
+    assert (msg.step, msg.is_bigendian) == (21, 0)
+    assert bytes(msg.data) == bgr.tobytes()
+    assert bytes(msg.data) == bytes(rgb_to_image_msg(np.ascontiguousarray(bgr[:, :, ::-1]), header, "bgr8").data)
+    with pytest.raises(ValueError, match="uint8"):
+        bgr_to_serialized_image(np.zeros((2, 2), np.uint8), header)

@@ -335,3 +335,37 @@ def test_an_incompatible_publisher_qos_is_reported(onnx_model: Path) -> None:
         h.client.destroy_publisher(best_effort)
     finally:
         h.close()
+
+
+def test_rgb8_bgr8_and_png_frames_give_the_same_outputs_and_overlay(onnx_model: Path) -> None:
+    """The node takes each frame in its own channel order (no conversion); the results must not depend on it."""
+    import cv2
+
+    rgb = moving_square_frame(3, HEIGHT, WIDTH)
+    header = Header(frame_id="cam")
+    header.stamp.sec = 7
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
+    assert ok
+    frames = {"rgb8": rgb_to_image_msg(rgb, header, "rgb8"), "bgr8": rgb_to_image_msg(rgb, header, "bgr8"),
+              "png": CompressedImage(header=header, format="png", data=png.tobytes())}
+    outputs = {}
+    for kind, msg in frames.items():
+        harness = Harness(onnx_model, compressed=kind == "png")  # a fresh node each: same track ids
+        overlays: list[Image] = []
+        harness.client.create_subscription(Image, "overlay", overlays.append, RELIABLE)
+        try:
+            pub = harness.compressed_pub if kind == "png" else harness.image_pub
+            assert harness.connected(pub)
+            overlay_pub = harness.node._pubs["overlay"]
+            assert wait_for(lambda p=overlay_pub: p.get_subscription_count() > 0)
+            pub.publish(msg)
+            assert wait_for(lambda o=overlays, h=harness: len(o) == 1 and len(h.panoptic) == 1), kind
+        finally:
+            harness.close()
+        overlay = overlays[0]
+        assert (overlay.header, overlay.encoding, overlay.height, overlay.width) == (header, "bgr8", HEIGHT, WIDTH)
+        outputs[kind] = (image_msg_to_labels(harness.panoptic[0]), bytes(overlay.data))
+    assert outputs["rgb8"][0].any()
+    for kind in ("bgr8", "png"):
+        assert np.array_equal(outputs[kind][0], outputs["rgb8"][0]), kind
+        assert outputs[kind][1] == outputs["rgb8"][1], kind

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vknet_cli import main
-from vknet_model.pipeline import TrackedObjectInfo
+from vknet_model.pipeline import FrameResult, TrackedObjectInfo
 from vknet_ros.overlay import CITYSCAPES_COLOURS, draw_overlay, track_colour
 
 
@@ -20,19 +20,62 @@ def test_track_colours_are_stable_and_distinct() -> None:
     assert len(colours) == 39
 
 
+def _result(semantic: np.ndarray, panoptic: np.ndarray, objects: list[TrackedObjectInfo], stride: int = 1,
+            ) -> FrameResult:
+    """A FrameResult whose cells are ``stride`` x ``stride`` blocks of the given maps."""
+    rows, cols = np.arange(semantic.shape[0]) // stride, np.arange(semantic.shape[1]) // stride
+
+    def upsample(cells: np.ndarray, band: slice = slice(None)) -> np.ndarray:
+        return cells.take(cols, axis=1).take(rows[band], axis=0)
+
+    return FrameResult(panoptic=panoptic, objects=objects, class_cells=semantic[::stride, ::stride],
+                       panoptic_cells=panoptic[::stride, ::stride], upsample=upsample)
+
+
+CAR = TrackedObjectInfo(track_id=41, instance=2, class_id=13, class_name="car", score=0.9,
+                        box=(48.0, 48.0, 152.0, 92.0), mask_area=4160, centroid=(99.5, 69.5), age=3)
+
+
+def _car_scene(height: int = 100, width: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    semantic = np.zeros((height, width), np.uint8)  # road everywhere
+    panoptic = np.zeros((height, width), np.int32)
+    panoptic[48:92, 48:152], semantic[48:92, 48:152] = 13 * 1000 + 2, 13
+    return semantic, panoptic
+
+
 def test_overlay_tints_stuff_by_class_and_things_by_track() -> None:
     image = np.zeros((100, 200, 3), np.uint8)
-    semantic = np.zeros((100, 200), np.uint8)  # road everywhere
-    panoptic = np.zeros((100, 200), np.int32)
-    panoptic[50:90, 50:150], semantic[50:90, 50:150] = 13 * 1000 + 2, 13
-    car = TrackedObjectInfo(track_id=41, instance=2, class_id=13, class_name="car", score=0.9,
-                            box=(50.0, 50.0, 150.0, 90.0), mask_area=4000, centroid=(99.5, 69.5), age=3)
-    out = draw_overlay(image, semantic, panoptic, [car], stuff_alpha=1.0, thing_alpha=1.0)
+    semantic, panoptic = _car_scene()
+    out = draw_overlay(image, _result(semantic, panoptic, [CAR], stride=4), stuff_alpha=1.0, thing_alpha=1.0)
     assert out.shape == (100, 200, 3) and out.dtype == np.uint8
-    assert out[95, 190].tolist() == CITYSCAPES_COLOURS[0].tolist()  # a road pixel away from the car
-    assert out[75, 100].tolist() == list(track_colour(41))           # inside the car, below its label
+    assert out[95, 190].tolist() == CITYSCAPES_COLOURS[0][::-1].tolist()  # a road pixel away from the car, BGR
+    assert out[75, 100].tolist() == list(track_colour(41))[::-1]           # inside the car, below its label
     with pytest.raises(ValueError, match="differ"):
-        draw_overlay(image, semantic[:10], panoptic, [])
+        draw_overlay(image, _result(semantic[:10], panoptic[:10], []))
+
+
+def test_overlay_blends_like_the_float_formula_in_any_channel_order_and_band() -> None:
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (100, 200, 3), dtype=np.uint8)
+    semantic, panoptic = _car_scene()
+    semantic[:20] = 10  # sky on top
+    result = _result(semantic, panoptic, [CAR], stride=4)
+    out = draw_overlay(rgb, result)
+    # The blend by definition, in float, per pixel (boxes and labels aside).
+    tint = CITYSCAPES_COLOURS[semantic].astype(np.float64)
+    alpha = np.full(semantic.shape, 0.35)
+    car = panoptic == 13002
+    tint[car], alpha[car] = track_colour(41), 0.55
+    expected = rgb * (1 - alpha[..., None]) + tint * alpha[..., None]
+    inside = np.ones(semantic.shape, bool)
+    inside[30:95, 45:155] = False  # the box, its label and their edges
+    assert np.abs(out[:, :, ::-1].astype(np.float64) - expected)[inside].max() <= 1.0
+    # A BGR frame gives the same overlay, whatever the band height.
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    for band in (1, 7, 256):
+        assert np.array_equal(draw_overlay(bgr, result, channel_order="bgr", band_rows=band), out)
+    with pytest.raises(ValueError, match="alpha"):
+        draw_overlay(rgb, result, thing_alpha=1.5)
 
 
 @pytest.mark.slow
