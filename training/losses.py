@@ -514,10 +514,9 @@ class VideoKNetCriterion(nn.Module):
 
     def _frame(self, out: KernelOutputs, targets: list[FrameTargets]) -> tuple[dict[str, torch.Tensor],
                                                                                 list[Matching]]:
-        """K-Net losses of one frame of every pair; also returns the final stage's own matches (tracking)."""
+        """K-Net losses of one frame of every pair (targets on the outputs' device); also returns the final
+        stage's own matches (tracking)."""
         self._check(out, targets)
-        device = out.mask_logits[0].device
-        targets = [t.to(device) for t in targets]
         num_stages = len(out.cls_logits)
         own = [[self._match_own(out, head, b, t) for b, t in enumerate(targets)] for head in range(num_stages + 1)]
         terms = self._initial_terms(out, own[0], targets)
@@ -579,19 +578,22 @@ class VideoKNetCriterion(nn.Module):
         """
         Args:
             key_out, ref_out: network outputs of the key and reference frames (batch B each).
-            key_targets, ref_targets: B targets each, at the loss resolution (stride-8 size x ``upsample``).
+            key_targets, ref_targets: B targets each, at the loss resolution (stride-8 size x ``upsample``),
+                on any device: they are moved to the outputs' device once, here.
 
         Returns:
             ``(total, components)``: scalar loss and the weighted components as floats (see the class doc).
         """
-        key_terms, key_final = self._frame(self._to_loss_resolution(key_out), list(key_targets))
-        ref_terms, ref_final = self._frame(self._to_loss_resolution(ref_out), list(ref_targets))
-        terms = {name: 0.5 * (key_terms[name] + ref_terms[name]) for name in key_terms}
         device = key_out.mask_logits[0].device
+        key_targets = [t.to(device) for t in key_targets]  # the one move to the outputs' device
+        ref_targets = [t.to(device) for t in ref_targets]
+        key_terms, key_final = self._frame(self._to_loss_resolution(key_out), key_targets)
+        ref_terms, ref_final = self._frame(self._to_loss_resolution(ref_out), ref_targets)
+        terms = {name: 0.5 * (key_terms[name] + ref_terms[name]) for name in key_terms}
         ce_sum, l2_sum = [], []
         for b, (kt, rt) in enumerate(zip(key_targets, ref_targets, strict=True)):
             ce, l2 = self.tracking_losses(key_out.embeddings[b], ref_out.embeddings[b], key_final[b], ref_final[b],
-                                          kt.thing_ids.to(device), rt.thing_ids.to(device))
+                                          kt.thing_ids, rt.thing_ids)
             ce_sum.append(ce)
             l2_sum.append(l2)
         batch = len(ce_sum)

@@ -7,7 +7,6 @@ DDP (NCCL on GPUs, gloo on CPUs) and rank 0 logs, validates and writes checkpoin
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import logging
 import os
@@ -23,7 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from training.losses import FrameTargets, VideoKNetCriterion, targets_from_panoptic
+from training.losses import VideoKNetCriterion, targets_from_panoptic
 from vknet_data.datasets import AugmentConfig, FramePairDataset, VideoSequence, kitti_step_sequences
 from vknet_data.synth import SynthConfig, write_sequences
 from vknet_data.synth_stream import TRAIN_SCENE_SEED, SyntheticPairStream, single_thread_worker
@@ -115,11 +114,6 @@ def _param_groups(net: VKNet, cfg: VKNetConfig) -> list[dict[str, Any]]:
     rest = [p for p in net.parameters() if p.requires_grad and id(p) not in ids]
     return [{"params": backbone, "lr": cfg.train.lr * cfg.train.backbone_lr_mult},
             {"params": rest, "lr": cfg.train.lr}]
-
-
-def _to_device(targets: list[FrameTargets], device: torch.device) -> list[FrameTargets]:
-    return [dataclasses.replace(t, **{f.name: getattr(t, f.name).to(device) for f in dataclasses.fields(t)})
-            for t in targets]
 
 
 def weights_checksum(net: nn.Module) -> str:
@@ -218,19 +212,152 @@ def train(cfg: VKNetConfig, opts: RunOptions) -> Path:
     """Train ``cfg`` on ``opts.data``; return the path of the final checkpoint (``out/model.pt``)."""
     env = _Distributed(opts.device)
     try:
-        return _train(cfg, opts, env)
+        return _Run(cfg, opts, env).train()
     finally:
         env.close()
 
 
-def _train(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> Path:
-    t = cfg.train
-    iters = opts.iters or t.iters
-    out = opts.out
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(t.seed)
+class _Run:
+    """One training run: built from the config and options, then stepped, validated on schedule and finished.
+
+    Every process steps; rank 0 (``env.main``) also logs, validates and writes checkpoints.
+    """
+
+    def __init__(self, cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> None:
+        t = cfg.train
+        self.cfg, self.opts, self.env = cfg, opts, env
+        self.iters = opts.iters or t.iters
+        self.last = opts.out / "last.pt"
+        opts.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(t.seed)
+        # scene_base: synthetic scene numbers below it were trained on by the weights this run starts from.
+        self.net, self.scene_base = _initial_net(cfg, opts, env)
+        self.optimizer = torch.optim.AdamW(_param_groups(self.net, cfg), lr=t.lr, weight_decay=t.weight_decay)
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.start = self._resume()
+        self.model = _replicated(PairModel(self.net), env)
+        self.criterion = VideoKNetCriterion(
+            num_proposals=cfg.model.num_proposals, num_thing_classes=cfg.data.num_things,
+            num_classes=cfg.data.num_classes, weights=t.loss, cost_focal=t.loss.cost_focal, cost_dice=t.loss.cost_dice,
+            cost_mask_bce=t.loss.cost_mask_bce, upsample=cfg.model.mask_stride // t.loss_stride)
+        self.batches, source = _training_batches(cfg, opts, env, start=self.start,
+                                                 first_scene=self._scenes_after(self.start))
+        self.held_out, self.seen = _validation_sets(opts, cfg) if env.main else ([], [])
+        self.amp = t.amp and env.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.log_rows: list[dict[str, float]] = []
+        self.started = time.perf_counter()
+        if env.main:
+            _LOG.info("training %s (config %s) for %d iterations on %s x%d, %s, batch %d pairs per process, crop "
+                      "%dx%d, scale %.2f x [%.2f, %.2f], losses at stride %d", opts.out, cfg.hash(), self.iters,
+                      env.device, env.world, source, t.batch_size, t.crop[0], t.crop[1], t.input_scale,
+                      t.scale_range[0], t.scale_range[1], t.loss_stride)
+
+    def _scenes_after(self, steps: int) -> int:
+        """Synthetic scene numbers below this may have been drawn by the weights after ``steps`` iterations."""
+        return self.scene_base + _scenes_generated(steps, self.cfg.train.batch_size * self.env.world)
+
+    def _resume(self) -> int:
+        """Continue from ``out/last.pt`` when asked to and it exists; return the iteration to start at."""
+        if not (self.opts.resume and self.last.is_file()):
+            return 0
+        payload = read_checkpoint(self.last)
+        _check_resumable(payload, self.cfg, self.last)
+        self.net.load_state_dict(payload["state_dict"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scene_base = int(payload.get("scene_base", self.scene_base))
+        start = int(payload["step"])
+        _LOG.info("resumed from %s at iteration %d", self.last, start)
+        return start
+
+    def train(self) -> Path:
+        """Step from ``start`` to ``iters``; return the final checkpoint's path."""
+        from tqdm import tqdm
+
+        _train_mode(self.net, self.cfg)
+        bar = tqdm(total=self.iters, initial=self.start, unit="it", desc="train",
+                   disable=not (self.env.main and self.opts.progress))
+        self.started = time.perf_counter()
+        for step in range(self.start, self.iters):
+            loss, parts, grad_norm = self.step(step, next(self.batches))
+            bar.update(1)
+            if self.env.main:
+                row = self.record(step + 1, float(loss.detach()), parts, grad_norm)
+                bar.set_postfix(loss=f"{row['loss']:.3f}")
+        bar.close()
+        return self.finish()
+
+    def step(self, step: int, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float], float]:
+        """One optimisation step on a batch of pairs; returns (loss, its weighted components, gradient norm)."""
+        device = self.env.device
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * _lr_factor(step, self.cfg)
+        key = batch["key_image"].to(device, non_blocking=True).float()
+        ref = batch["ref_image"].to(device, non_blocking=True).float()
+        with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp):
+            key_out, ref_out = self.model(key, ref)
+        # The criterion moves the (CPU, collated) targets to the outputs' device.
+        loss, parts = self.criterion(_float_outputs(key_out), _float_outputs(ref_out), batch["key_targets"],
+                                     batch["ref_targets"])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at iteration {step}: lower train.lr or check data")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = float(nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.train.grad_clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss, parts, grad_norm
+
+    def record(self, done: int, loss: float, parts: dict[str, float], grad_norm: float) -> dict[str, float]:
+        """Rank 0 after iteration ``done``: the metrics row, and the log line, checkpoint and validation due."""
+        t = self.cfg.train
+        row = {"step": done, "lr": self.optimizer.param_groups[1]["lr"], "loss": loss, "grad_norm": grad_norm,
+               **{k: float(v) for k, v in parts.items()}}
+        self.log_rows.append(row)
+        final = done == self.iters
+        if done % t.log_every == 0 or final:
+            elapsed = time.perf_counter() - self.started
+            rate = (done - self.start) * 2 * t.batch_size * self.env.world / elapsed  # two frames per pair
+            _append_csv(self.opts.out / "metrics.csv", self.log_rows, elapsed)
+            self.log_rows = []
+            _LOG.info("it %d/%d loss %.4f lr %.2e grad %.2f (%.1f frames/s)", done, self.iters, loss, row["lr"],
+                      grad_norm, rate)
+        if done % t.checkpoint_every == 0 or final:
+            save_checkpoint(self.last, self.net, self.cfg, step=done, optimizer=self.optimizer.state_dict(),
+                            scene_base=self.scene_base, scenes_after=self._scenes_after(done))
+        if self.held_out and ((t.val_every and done % t.val_every == 0) or final):
+            self.validate(done)
+        return row
+
+    def validate(self, done: int) -> None:
+        """Score the current weights (rank 0), append to ``val.csv`` and return to training mode."""
+        row = _validate(self.net, self.cfg, self.env.device, self.held_out, self.seen, self.opts.progress)
+        _train_mode(self.net, self.cfg)
+        _append_csv(self.opts.out / "val.csv", [{"step": done, **row}], time.perf_counter() - self.started)
+        _LOG.info("validation at %d: held-out STQ %.4f AQ %.4f SQ %.4f%s", done, row["STQ"], row["AQ"], row["SQ"],
+                  f" | training scenes STQ {row['train_STQ']:.4f} AQ {row['train_AQ']:.4f} SQ "
+                  f"{row['train_SQ']:.4f} | gap {row['gap_STQ']:+.4f}" if self.seen else "")
+
+    def finish(self) -> Path:
+        """Check that DDP replicas agree, then write ``out/model.pt`` (rank 0); return its path."""
+        final = self.opts.out / "model.pt"
+        if self.env.world > 1:
+            _check_replicas(self.net, self.env, self.opts.out)
+        if self.env.main:
+            seconds = time.perf_counter() - self.started
+            save_checkpoint(final, self.net, self.cfg, step=self.iters, train_seconds=round(seconds, 1),
+                            scenes_after=self._scenes_after(self.iters))
+            _LOG.info("wrote %s after %d iterations (%.0f s)", final, self.iters, seconds)
+        return final
+
+
+def _initial_net(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> tuple[VKNet, int]:
+    """The network on ``env.device`` with the weights the run starts from (``--init``, ImageNet backbone or
+    random), and the synthetic scene numbers below which those weights were trained on (0 unless ``--init``)."""
     net = build_model(cfg).to(env.device)
-    scene_base = 0  # synthetic scene numbers below this were trained on by the weights this run starts from
+    scene_base = 0
     if opts.init is not None:
         init_cfg, init_net, init_payload = load_checkpoint(opts.init)
         net.load_state_dict(init_net.state_dict())
@@ -243,128 +370,60 @@ def _train(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> Path:
             _LOG.info("%s", report.summary())
     if cfg.model.backbone_norm == "frozen_bn":
         freeze_batchnorm(net.backbone)  # before the optimiser: frozen affine parameters are no parameters to it
-    optimizer = torch.optim.AdamW(_param_groups(net, cfg), lr=t.lr, weight_decay=t.weight_decay)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
-    start = 0
-    last = out / "last.pt"
-    if opts.resume and last.is_file():
-        payload = read_checkpoint(last)
-        _check_resumable(payload, cfg, last)
-        net.load_state_dict(payload["state_dict"])
-        optimizer.load_state_dict(payload["optimizer"])
-        start = int(payload["step"])
-        scene_base = int(payload.get("scene_base", scene_base))
-        _LOG.info("resumed from %s at iteration %d", last, start)
-    model: nn.Module = PairModel(net)
-    if env.world > 1:
-        device_ids = [env.device] if env.device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    criterion = VideoKNetCriterion(num_proposals=cfg.model.num_proposals, num_thing_classes=cfg.data.num_things,
-                                   num_classes=cfg.data.num_classes, weights=t.loss, cost_focal=t.loss.cost_focal,
-                                   cost_dice=t.loss.cost_dice, cost_mask_bce=t.loss.cost_mask_bce,
-                                   upsample=cfg.model.mask_stride // t.loss_stride)
+    return net, scene_base
+
+
+def _replicated(model: nn.Module, env: _Distributed) -> nn.Module:
+    """``model`` wrapped in DDP under torchrun, as it is in a single process."""
+    if env.world == 1:
+        return model
+    device_ids = [env.device] if env.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def _training_batches(cfg: VKNetConfig, opts: RunOptions, env: _Distributed, *, start: int,
+                      first_scene: int) -> tuple[Iterator[dict[str, Any]], str]:
+    """Endless collated batches for a run resuming at iteration ``start``, and a phrase naming their source.
+
+    Synthetic scenes are numbered from ``first_scene`` (past every scene the weights may have seen); a dataset
+    is reshuffled every epoch, from the epoch that iteration ``start`` falls in.
+    """
+    t = cfg.train
     augment = AugmentConfig(crop=(t.crop[0], t.crop[1]), scale_range=(t.scale_range[0], t.scale_range[1]),
                             flip=t.flip, base_scale=t.input_scale)
     collate = PairCollate(cfg.data, (t.crop[0] // t.loss_stride, t.crop[1] // t.loss_stride))
     if opts.synthetic:
-        first_scene = scene_base + _scenes_generated(start, t.batch_size * env.world)
         stream = SyntheticPairStream(synth=SynthConfig(frames=SCENE_FRAMES), augment=augment,
                                      ref_offsets=t.ref_offsets, label_divisor=cfg.data.label_divisor,
                                      first_scene=first_scene, rank=env.rank, world=env.world, seed=t.seed)
         loader: DataLoader[dict[str, np.ndarray]] = DataLoader(
             stream, batch_size=t.batch_size, num_workers=t.workers, collate_fn=collate,
             worker_init_fn=single_thread_worker, persistent_workers=t.workers > 0)
-        batches: Iterator[dict[str, Any]] = iter(loader)
-        source = f"fresh synthetic scenes (seed {TRAIN_SCENE_SEED}, from scene {first_scene})"
-    else:
-        if opts.data is None:
-            raise ValueError("--data is required unless training on --synthetic scenes")
-        sequences = kitti_step_sequences(opts.data, opts.split, cfg.data.label_divisor)
-        dataset = FramePairDataset(sequences, ref_offsets=t.ref_offsets, augment=augment,
-                                   label_divisor=cfg.data.label_divisor, seed=t.seed + env.rank)
-        sampler: DistributedSampler[dict[str, np.ndarray]] = DistributedSampler(
-            dataset, num_replicas=env.world, rank=env.rank, shuffle=True, seed=t.seed)
-        loader = DataLoader(
-            dataset, batch_size=t.batch_size, sampler=sampler, num_workers=t.workers, collate_fn=collate,
-            worker_init_fn=_seed_worker, drop_last=True, persistent_workers=t.workers > 0)
-        batches = _batches(loader, sampler, start_epoch=start * t.batch_size * env.world // max(1, len(dataset)))
-        source = f"{len(sequences)} sequences / {len(dataset)} frames"
-    held_out, seen = _validation_sets(opts, cfg) if env.main else ([], [])
-    amp = t.amp and env.device.type == "cuda"
-    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
-    frames_per_step = 2 * t.batch_size * env.world
-    if env.main:
-        _LOG.info("training %s (config %s) for %d iterations on %s x%d, %s, batch %d pairs per process, crop %dx%d, "
-                  "scale %.2f x [%.2f, %.2f], losses at stride %d", out, cfg.hash(), iters, env.device, env.world,
-                  source, t.batch_size, t.crop[0], t.crop[1], t.input_scale, t.scale_range[0], t.scale_range[1],
-                  t.loss_stride)
-    metrics_file = out / "metrics.csv"
-    log_rows: list[dict[str, float]] = []
-    _train_mode(net, cfg)
-    from tqdm import tqdm
+        return iter(loader), f"fresh synthetic scenes (seed {TRAIN_SCENE_SEED}, from scene {first_scene})"
+    if opts.data is None:
+        raise ValueError("--data is required unless training on --synthetic scenes")
+    sequences = kitti_step_sequences(opts.data, opts.split, cfg.data.label_divisor)
+    dataset = FramePairDataset(sequences, ref_offsets=t.ref_offsets, augment=augment,
+                               label_divisor=cfg.data.label_divisor, seed=t.seed + env.rank)
+    sampler: DistributedSampler[dict[str, np.ndarray]] = DistributedSampler(
+        dataset, num_replicas=env.world, rank=env.rank, shuffle=True, seed=t.seed)
+    loader = DataLoader(
+        dataset, batch_size=t.batch_size, sampler=sampler, num_workers=t.workers, collate_fn=collate,
+        worker_init_fn=_seed_worker, drop_last=True, persistent_workers=t.workers > 0)
+    batches = _batches(loader, sampler, start_epoch=start * t.batch_size * env.world // max(1, len(dataset)))
+    return batches, f"{len(sequences)} sequences / {len(dataset)} frames"
 
-    bar = tqdm(total=iters, initial=start, unit="it", desc="train", disable=not (env.main and opts.progress))
-    started = time.perf_counter()
-    for step in range(start, iters):
-        batch = next(batches)
-        for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-            group["lr"] = base * _lr_factor(step, cfg)
-        key = batch["key_image"].to(env.device, non_blocking=True).float()
-        ref = batch["ref_image"].to(env.device, non_blocking=True).float()
-        with torch.autocast(env.device.type, dtype=amp_dtype, enabled=amp):
-            key_out, ref_out = model(key, ref)
-        loss, parts = criterion(_float_outputs(key_out), _float_outputs(ref_out),
-                                _to_device(batch["key_targets"], env.device),
-                                _to_device(batch["ref_targets"], env.device))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at iteration {step}: lower train.lr or check data")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        grad_norm = float(nn.utils.clip_grad_norm_(net.parameters(), t.grad_clip))
-        scaler.step(optimizer)
-        scaler.update()
-        bar.update(1)
-        done = step + 1
-        if env.main:
-            row = {"step": done, "lr": optimizer.param_groups[1]["lr"], "loss": float(loss.detach()),
-                   "grad_norm": grad_norm, **{k: float(v) for k, v in parts.items()}}
-            log_rows.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}")
-            if done % t.log_every == 0 or done == iters:
-                elapsed = time.perf_counter() - started
-                rate = (done - start) * frames_per_step / elapsed
-                _append_csv(metrics_file, log_rows, elapsed)
-                log_rows = []
-                _LOG.info("it %d/%d loss %.4f lr %.2e grad %.2f (%.1f frames/s)", done, iters, row["loss"],
-                          row["lr"], grad_norm, rate)
-            if done % t.checkpoint_every == 0 or done == iters:
-                save_checkpoint(last, net, cfg, step=done, optimizer=optimizer.state_dict(), scene_base=scene_base,
-                                scenes_after=scene_base + _scenes_generated(done, t.batch_size * env.world))
-            if held_out and ((t.val_every and done % t.val_every == 0) or done == iters):
-                row = _validate(net, cfg, env.device, held_out, seen, opts.progress)
-                _train_mode(net, cfg)
-                _append_csv(out / "val.csv", [{"step": done, **row}], time.perf_counter() - started)
-                _LOG.info("validation at %d: held-out STQ %.4f AQ %.4f SQ %.4f%s", done, row["STQ"], row["AQ"],
-                          row["SQ"], f" | training scenes STQ {row['train_STQ']:.4f} AQ {row['train_AQ']:.4f} SQ "
-                                     f"{row['train_SQ']:.4f} | gap {row['gap_STQ']:+.4f}" if seen else "")
-    bar.close()
-    final = out / "model.pt"
-    if env.world > 1:
-        checksums: list[str | None] = [None] * env.world
-        dist.all_gather_object(checksums, weights_checksum(net))
-        if env.main:
-            identical = len(set(checksums)) == 1
-            (out / "replicas.txt").write_text("\n".join(f"rank {r}: {c}" for r, c in enumerate(checksums))
-                                              + f"\nidentical: {identical}\n")
-            if not identical:
-                raise RuntimeError(f"DDP replicas diverged: {checksums}")
+
+def _check_replicas(net: nn.Module, env: _Distributed, out: Path) -> None:
+    """Gather every rank's weight digest; rank 0 writes ``replicas.txt`` and raises if they differ."""
+    checksums: list[str | None] = [None] * env.world
+    dist.all_gather_object(checksums, weights_checksum(net))
     if env.main:
-        save_checkpoint(final, net, cfg, step=iters, train_seconds=round(time.perf_counter() - started, 1),
-                        scenes_after=scene_base + _scenes_generated(iters, t.batch_size * env.world))
-        _LOG.info("wrote %s after %d iterations (%.0f s)", final, iters, time.perf_counter() - started)
-    return final
+        identical = len(set(checksums)) == 1
+        (out / "replicas.txt").write_text("\n".join(f"rank {r}: {c}" for r, c in enumerate(checksums))
+                                          + f"\nidentical: {identical}\n")
+        if not identical:
+            raise RuntimeError(f"DDP replicas diverged: {checksums}")
 
 
 def _float_outputs(out: KernelOutputs) -> KernelOutputs:
