@@ -102,7 +102,9 @@ def _seed_worker(worker_id: int) -> None:
         info.dataset.reseed(torch.initial_seed() % 2**32)  # type: ignore[attr-defined]
 
 
-def _lr_factor(step: int, cfg: VKNetConfig) -> float:
+def lr_factor(step: int, cfg: VKNetConfig) -> float:
+    """The learning rate of iteration ``step`` as a fraction of ``train.lr``: a linear warm-up over
+    ``train.warmup_iters``, then x0.1 at each of ``train.lr_steps``."""
     t = cfg.train
     warm = min(1.0, (step + 1) / t.warmup_iters) if t.warmup_iters else 1.0
     return warm * 0.1 ** sum(step >= s for s in t.lr_steps)
@@ -292,7 +294,7 @@ class _Run:
         """One optimisation step on a batch of pairs; returns (loss, its weighted components, gradient norm)."""
         device = self.env.device
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            group["lr"] = base * _lr_factor(step, self.cfg)
+            group["lr"] = base * lr_factor(step, self.cfg)
         key = batch["key_image"].to(device, non_blocking=True).float()
         ref = batch["ref_image"].to(device, non_blocking=True).float()
         with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp):
@@ -497,10 +499,3 @@ def _append_csv(path: Path, rows: list[dict[str, float]], elapsed: float) -> Non
         for row in rows:
             writer.writerow({"time_s": round(elapsed, 2), **{k: (round(v, 6) if isinstance(v, float) else v)
                                                              for k, v in row.items()}})
-
-
-def lr_schedule(cfg: VKNetConfig, steps: list[int]) -> list[float]:
-    """The learning-rate factor at each of ``steps`` (for tests and docs)."""
-    return [_lr_factor(s, cfg) for s in steps]
-
-

@@ -66,10 +66,6 @@ def _empty_rows() -> np.ndarray:
     return np.empty((0, 0), dtype=np.float32)
 
 
-def _empty_boxes() -> np.ndarray:
-    return np.empty((0, 4), dtype=np.float32)
-
-
 @dataclass
 class TrackerState:
     """Everything the tracker remembers between frames (host numpy arrays).
@@ -82,7 +78,6 @@ class TrackerState:
         track_ids: int64 [T] track ids.
         track_embeddings: float32 [T, D] momentum-averaged embeddings ([0, 0] while empty).
         track_labels: int64 [T] class of the last matched detection.
-        track_boxes: float32 [T, 4] box of the last matched detection (kept for diagnostics).
         track_created: int64 [T] frame the track was created on.
         track_last_seen: int64 [T] last frame the track was matched on.
         backdrop_embeddings: float32 [B, D] embeddings of recent unmatched detections ([0, 0] while empty).
@@ -95,7 +90,6 @@ class TrackerState:
     track_ids: np.ndarray = field(default_factory=_empty_ids)
     track_embeddings: np.ndarray = field(default_factory=_empty_rows)
     track_labels: np.ndarray = field(default_factory=_empty_ids)
-    track_boxes: np.ndarray = field(default_factory=_empty_boxes)
     track_created: np.ndarray = field(default_factory=_empty_ids)
     track_last_seen: np.ndarray = field(default_factory=_empty_ids)
     backdrop_embeddings: np.ndarray = field(default_factory=_empty_rows)
@@ -265,7 +259,7 @@ class Tracker:
         can_take = scores[valid] > cfg.obj_score_thr            # [V] may take a track's id
         can_start = scores[valid] > cfg.init_score_thr          # [V] may start a track
         src = order[valid]                                      # [V] input indices of valid detections
-        emb, labels, boxes = det.embeddings[src], det.labels[src], det.boxes[src]
+        emb, labels = det.embeddings[src], det.labels[src]
         v = valid.size
 
         # 2. Bi-softmax similarity to tracks + backdrops, greedy matching.
@@ -297,14 +291,12 @@ class Tracker:
             st.track_embeddings[track_rows] = ((1 - momentum) * st.track_embeddings[track_rows]
                                                + momentum * emb[matched])
             st.track_labels[track_rows] = labels[matched]
-            st.track_boxes[track_rows] = boxes[matched]
             st.track_last_seen[track_rows] = frame
         if num_new:
             stamp = np.full(num_new, frame, dtype=np.int64)
             st.track_ids = np.concatenate((st.track_ids, ids[new]))
             st.track_embeddings = _append(st.track_embeddings, emb[new])
             st.track_labels = np.concatenate((st.track_labels, labels[new]))
-            st.track_boxes = np.concatenate((st.track_boxes, boxes[new]))
             st.track_created = np.concatenate((st.track_created, stamp))
             st.track_last_seen = np.concatenate((st.track_last_seen, stamp))
         self._store_backdrops(ids == -1, emb, labels, frame)
@@ -353,4 +345,3 @@ class Tracker:
         st.track_last_seen = st.track_last_seen[keep]
         st.track_embeddings = st.track_embeddings[keep]
         st.track_labels = st.track_labels[keep]
-        st.track_boxes = st.track_boxes[keep]
