@@ -1,8 +1,9 @@
 """Per-stage latency of the node's work for each backend, on the same frames, in one run.
 
 Stages per frame: preprocess (letterbox), network (the exported graph: backbone to panoptic assembly at
-stride 4), tracker, postprocess (full-resolution maps and objects), messages (the node's output messages as
-it builds them: panoptic 16UC1 and semantic mono8 serialised, tracks). end_to_end = all of them. Every
+stride 4), tracker, postprocess (full-resolution maps and objects), messages (every output message as the
+node builds it when all are subscribed: panoptic 16UC1, semantic mono8 and the bgr8 overlay serialised,
+tracks, markers). end_to_end = all of them. Every
 backend sees the same synthetic street frames (1242x375 by default) after --warmup frames. The backends
 take turns in blocks of --block frames, so that slow drifts of the machine hit them alike, and the first
 frame after each switch is not timed: a backend's threads keep spinning for a while after its run, and
@@ -86,13 +87,17 @@ def _pipelines(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
     from vknet_model.backends import open_backend
     from vknet_model.backends.torch_backend import TorchBackend
-    from vknet_model.checkpoint import load_checkpoint
+    from vknet_model.checkpoint import CheckpointError, load_checkpoint
     from vknet_model.config import resolve_config
     from vknet_model.export import export_onnx
     from vknet_model.network import build_frame_net, build_model
     from vknet_model.pipeline import Pipeline
 
     if args.model is not None:
+        if args.model.suffix == ".onnx":
+            raise CheckpointError(f"{args.model}: --model takes the checkpoint (.pt) of a model; the bench exports "
+                                  f"it for the ONNX backends itself (the bundled one: "
+                                  f"vknet_model/assets/tiny_synth.pt)")
         cfg, net, _ = load_checkpoint(args.model)
     else:
         cfg = resolve_config(args.config)
@@ -123,14 +128,18 @@ def _message_builder() -> Any | None:
         return None
     from std_msgs.msg import Header
 
-    from vknet_ros.conversions import labels_to_serialized_image
-    from vknet_ros.messages import tracks_msg
+    from vknet_ros.conversions import bgr_to_serialized_image, labels_to_serialized_image
+    from vknet_ros.messages import markers_msg, tracks_msg
+    from vknet_ros.overlay import draw_overlay
 
-    def build(out: Any) -> None:
+    def build(image: Any, out: Any) -> None:
         header = Header(frame_id="camera")
         labels_to_serialized_image(out.panoptic, header, "16UC1")
         labels_to_serialized_image(out.semantic, header, "mono8")
+        bgr_to_serialized_image(draw_overlay(image, out), header)
         tracks_msg(out.objects, header)
+        height, width = image.shape[:2]
+        markers_msg(out.objects, header, (float(width), float(width), width / 2, height / 2))
 
     return build
 
@@ -155,11 +164,12 @@ def run(args: argparse.Namespace) -> int:
     images, _ = render_sequence(0, 2000, SynthConfig(frames=min(args.frames + args.warmup, 60), height=args.height,
                                                      width=args.width))
     from vknet_model.backends import BackendError
+    from vknet_model.checkpoint import CheckpointError
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
             pipelines = _pipelines(args, Path(tmp))
-        except BackendError as exc:
+        except (BackendError, CheckpointError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         times: dict[str, dict[str, list[float]]] = {b: {s: [] for s in (*STAGES, "end_to_end")} for b in pipelines}
@@ -167,10 +177,11 @@ def run(args: argparse.Namespace) -> int:
         for name, t, timed in order:
             pipeline = pipelines[name]
             start = time.perf_counter()
-            out = pipeline.step(images[t % len(images)], stamp=0.1 * t, frame_id="camera")
+            image = images[t % len(images)]
+            out = pipeline.step(image, stamp=0.1 * t, frame_id="camera")
             msg_start = time.perf_counter()
             if build_messages is not None:
-                build_messages(out)
+                build_messages(image, out)
             done = time.perf_counter()
             if timed:
                 series = times[name]

@@ -31,6 +31,16 @@ def test_bench_refuses_too_few_frames(capsys: pytest.CaptureFixture[str]) -> Non
     assert "at least 10" in capsys.readouterr().err
 
 
+def test_bench_refuses_a_model_it_cannot_time_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"not a checkpoint")
+    assert main(["bench", "--model", str(onnx), "--frames", "10"]) == 2
+    assert "takes the checkpoint (.pt)" in capsys.readouterr().err
+    assert main(["bench", "--model", str(tmp_path / "missing.pt"), "--frames", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and "Traceback" not in err
+
+
 def test_bench_runs_without_ros_and_with_torch_options(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A GPU machine may have no ROS 2: the messages stage is then left out, the rest still timed."""
