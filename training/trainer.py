@@ -72,9 +72,8 @@ class PairModel(nn.Module):
 
     def forward(self, key: torch.Tensor, ref: torch.Tensor) -> tuple[KernelOutputs, KernelOutputs]:
         b = key.shape[0]
-        n = self.net.num_proposals + self.net.initial.conv_seg.out_channels - self.net.initial.num_thing_classes
         channels = self.net.initial.proposals.in_channels
-        zeros = torch.zeros(b, n, channels, device=key.device, dtype=torch.float32)
+        zeros = torch.zeros(b, self.net.num_kernels, channels, device=key.device, dtype=torch.float32)
         ref_out = self.net(ref, zeros, torch.zeros(b, device=key.device))
         key_out = self.net(key, ref_out.kernels.detach(), torch.ones(b, device=key.device))
         return key_out, ref_out
@@ -241,7 +240,7 @@ class _Run:
         self.criterion = VideoKNetCriterion(
             num_proposals=cfg.model.num_proposals, num_thing_classes=cfg.data.num_things,
             num_classes=cfg.data.num_classes, weights=t.loss, cost_focal=t.loss.cost_focal, cost_dice=t.loss.cost_dice,
-            cost_mask_bce=t.loss.cost_mask_bce, upsample=cfg.model.mask_stride // t.loss_stride)
+            cost_mask_bce=t.loss.cost_mask_bce, upsample=self.net.mask_stride // t.loss_stride)
         self.batches, source = _training_batches(cfg, opts, env, start=self.start,
                                                  first_scene=self._scenes_after(self.start))
         self.held_out, self.seen = _validation_sets(opts, cfg) if env.main else ([], [])

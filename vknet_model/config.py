@@ -107,6 +107,7 @@ class ModelConfig:
             raise ConfigError(f"model.backbone_depth must be 18, 34 or 50, got {self.backbone_depth}")
         if self.backbone_norm not in BACKBONE_NORMS:
             raise ConfigError(f"model.backbone_norm must be one of {list(BACKBONE_NORMS)}, got {self.backbone_norm!r}")
+        # P2's and P3's strides in the ResNet pyramid (ResNet.strides); SemanticFPN checks the built backbone's.
         if self.mask_stride not in (4, 8):
             raise ConfigError(f"model.mask_stride must be 4 or 8, got {self.mask_stride}")
         if self.merge_stride not in (1, 2, 4, 8) or self.merge_stride > self.mask_stride:
@@ -236,6 +237,11 @@ class VKNetConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+
+    @property
+    def num_kernels(self) -> int:
+        """N, the kernels of the network built from this config: the thing proposals, then one per stuff class."""
+        return self.model.num_proposals + self.data.num_classes - self.data.num_things
 
     def validate(self) -> VKNetConfig:
         self.data.validate()

@@ -163,7 +163,7 @@ def check_io(contract: ModelContract, inputs: list[TensorSpec], outputs: list[Te
 def contract_for(config: VKNetConfig, *, onnx_sha256: str = "", opset: int = 0) -> ModelContract:
     """The I/O a FrameNet built from ``config`` has (tests check the eager network against it)."""
     m, d = config.model, config.data
-    n = m.num_proposals + d.num_classes - d.num_things
+    n = config.num_kernels
     hm, wm = m.input_height // m.merge_stride, m.input_width // m.merge_stride
     inputs = (
         TensorSpec("image", (1, 3, m.input_height, m.input_width), "uint8"),

@@ -169,6 +169,7 @@ class InitialKernels(nn.Module):
     def __init__(self, *, channels: int, num_proposals: int, num_classes: int, num_thing_classes: int) -> None:
         super().__init__()
         self.num_thing_classes = num_thing_classes
+        self.num_kernels = num_proposals + num_classes - num_thing_classes  # N: output rows of forward
         self.proposals = nn.Conv2d(channels, num_proposals, 1, bias=False)
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
         nn.init.normal_(self.proposals.weight, std=1.0)

@@ -8,6 +8,7 @@ semantic map (stuff kernels are the rows of ``conv_seg`` applied to it). Downstr
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +28,19 @@ class ConvGN(nn.Sequential):
 
 
 class FPN(nn.Module):
-    """Top-down feature pyramid: C2..C5 -> P2..P5, all with ``channels`` channels."""
+    """Top-down feature pyramid: C2..C5 -> P2..P5, all with ``channels`` channels, each at its input's stride.
 
-    def __init__(self, *, in_channels: tuple[int, ...], channels: int, groups: int) -> None:
+    Attributes:
+        strides: strides of P2..P5 (the backbone's), each twice the one before.
+    """
+
+    def __init__(self, *, in_channels: tuple[int, ...], strides: tuple[int, ...], channels: int,
+                 groups: int) -> None:
         super().__init__()
+        if len(strides) != len(in_channels) or any(b != 2 * a for a, b in pairwise(strides)):
+            raise ValueError(f"FPN needs one stride per input level, each twice the one before; got {strides} for "
+                             f"{len(in_channels)} levels")
+        self.strides = strides
         self.lateral = nn.ModuleList(ConvGN(c, channels, 1, groups=groups, relu=False) for c in in_channels)
         self.output = nn.ModuleList(ConvGN(channels, channels, 3, groups=groups, relu=False) for _ in in_channels)
 
@@ -63,19 +73,27 @@ def sine_position_encoding(height: int, width: int, channels: int, *, device: to
 
 
 class SemanticFPN(nn.Module):
-    """Fuse P2..P5 at stride 8 and split into localisation and semantic features.
+    """Fuse P2..P5 at P3's stride (8) and split into localisation and semantic features.
 
     P2: 3x3 stride-2 conv; P3: conv; P4: conv, x2, conv; P5 + position encoding: conv, x2, conv, x2, conv.
-    With ``out_stride=4`` the fused map is upsampled x2 and refined with a 1x1 conv of P2 before the two
-    heads, so that masks can follow objects a stride-8 cell is too coarse for (distant people, poles).
+    With ``out_stride`` at P2's stride (4) the fused map is upsampled x2 and refined with a 1x1 conv of P2
+    before the two heads, so that masks can follow objects a stride-8 cell is too coarse for (distant people,
+    poles).
+
+    Attributes:
+        out_stride: stride of both outputs, the masks' stride (``VKNet.mask_stride``).
     """
 
-    def __init__(self, *, channels: int, groups: int, out_stride: int = 8) -> None:
+    def __init__(self, *, channels: int, groups: int, in_strides: tuple[int, ...], out_stride: int) -> None:
         super().__init__()
-        if out_stride not in (4, 8):
-            raise ValueError(f"out_stride must be 4 or 8, got {out_stride}")
+        if len(in_strides) != 4:
+            raise ValueError(f"SemanticFPN fuses four levels P2..P5, got strides {in_strides}")
+        if out_stride not in in_strides[:2]:
+            raise ValueError(f"out_stride must be P2's or P3's stride {in_strides[:2]}, got {out_stride}")
         self.channels = channels
-        self.p2_fine = ConvGN(channels, channels, 1, groups=groups, relu=False) if out_stride == 4 else None
+        self.out_stride = out_stride
+        self.p2_fine = ConvGN(channels, channels, 1, groups=groups, relu=False) if out_stride == in_strides[0] \
+            else None
         self.p2 = ConvGN(channels, channels, 3, groups=groups, stride=2)
         self.p3 = ConvGN(channels, channels, 3, groups=groups)
         self.p4 = nn.ModuleList([ConvGN(channels, channels, 3, groups=groups),

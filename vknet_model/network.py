@@ -77,7 +77,11 @@ INPUT_NAMES: tuple[str, ...] = ("image", "prev_kernels", "use_prev", "thresholds
 
 
 class VKNet(nn.Module):
-    """Backbone -> FPN -> semantic FPN -> initial kernels -> S update stages (+ KL, embeddings)."""
+    """Backbone -> FPN -> semantic FPN -> initial kernels -> S update stages (+ KL, embeddings).
+
+    Its output shapes are read off the modules it is built from: :attr:`num_kernels` (N) from the initial
+    kernels, :attr:`mask_stride` from the semantic FPN, whose input strides are the backbone's.
+    """
 
     pixel_mean: torch.Tensor
     pixel_std: torch.Tensor
@@ -95,6 +99,16 @@ class VKNet(nn.Module):
         self.num_proposals = num_proposals
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def num_kernels(self) -> int:
+        """N: thing proposals, then one kernel per stuff class (``prev_kernels`` and ``kernels`` are [B, N, C])."""
+        return self.initial.num_kernels
+
+    @property
+    def mask_stride(self) -> int:
+        """Stride of the mask and semantic logits relative to the input image."""
+        return self.semantic_fpn.out_stride
 
     def forward(self, image: torch.Tensor, prev_kernels: torch.Tensor, use_prev: torch.Tensor) -> KernelOutputs:
         """
@@ -131,11 +145,12 @@ class FrameNet(nn.Module):
     (ROS parameters) without re-exporting the ONNX file or rebuilding a TensorRT engine.
     """
 
-    def __init__(self, *, net: VKNet, num_thing_classes: int, mask_stride: int = 8, merge_stride: int = 4) -> None:
+    def __init__(self, *, net: VKNet, num_thing_classes: int, merge_stride: int) -> None:
         super().__init__()
+        if net.mask_stride % merge_stride:
+            raise ValueError(f"merge_stride {merge_stride} must divide the network's mask stride {net.mask_stride}")
         self.net = net
         self.num_thing_classes = num_thing_classes
-        self.mask_stride = mask_stride
         self.merge_stride = merge_stride
 
     def forward(self, image: torch.Tensor, prev_kernels: torch.Tensor, use_prev: torch.Tensor,
@@ -156,7 +171,7 @@ class FrameNet(nn.Module):
             cls_scores, out.mask_logits[-1][0].float(), out.sem_logits[0].float(),
             num_proposals=self.net.num_proposals, num_thing_classes=self.num_thing_classes,
             instance_score_thr=thresholds[0], overlap_thr=thresholds[1], mask_thr=thresholds[2],
-            mask_stride=self.mask_stride, upsample=self.mask_stride // self.merge_stride,
+            mask_stride=self.net.mask_stride, upsample=self.net.mask_stride // self.merge_stride,
         )
         return VKNetOutput(cls_scores, slots.slot_map, slots.semantic_map, slots.scores, slots.labels, slots.keep,
                            slots.areas, slots.boxes, out.kernels.float(), out.embeddings[0].float())
@@ -166,11 +181,13 @@ def build_model(cfg: VKNetConfig) -> VKNet:
     """Wire the network from the config; every module takes explicit keyword arguments."""
     m = cfg.model
     backbone = ResNet(depth=m.backbone_depth, width=m.backbone_width, norm=m.backbone_norm)
+    fpn = FPN(in_channels=backbone.out_channels, strides=backbone.strides, channels=m.channels, groups=m.norm_groups)
     num_classes = cfg.data.num_classes
     return VKNet(
         backbone=backbone,
-        fpn=FPN(in_channels=backbone.out_channels, channels=m.channels, groups=m.norm_groups),
-        semantic_fpn=SemanticFPN(channels=m.channels, groups=m.norm_groups, out_stride=m.mask_stride),
+        fpn=fpn,
+        semantic_fpn=SemanticFPN(channels=m.channels, groups=m.norm_groups, in_strides=fpn.strides,
+                                 out_stride=m.mask_stride),
         initial=InitialKernels(channels=m.channels, num_proposals=m.num_proposals, num_classes=num_classes,
                                num_thing_classes=cfg.data.num_things),
         stages=nn.ModuleList(
@@ -187,9 +204,4 @@ def build_model(cfg: VKNetConfig) -> VKNet:
 def build_frame_net(cfg: VKNetConfig, net: VKNet | None = None) -> FrameNet:
     """The deployable per-frame network around ``net`` (a fresh one when None)."""
     return FrameNet(net=net if net is not None else build_model(cfg), num_thing_classes=cfg.data.num_things,
-                    mask_stride=cfg.model.mask_stride, merge_stride=cfg.model.merge_stride)
-
-
-def num_kernels(cfg: VKNetConfig) -> int:
-    """N: thing proposals plus one kernel per stuff class."""
-    return cfg.model.num_proposals + cfg.data.num_classes - cfg.data.num_things
+                    merge_stride=cfg.model.merge_stride)

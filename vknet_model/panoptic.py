@@ -55,14 +55,14 @@ def slot_scores_and_labels(cls_scores: torch.Tensor, *, num_proposals: int,
 
 def assemble_panoptic(cls_scores: torch.Tensor, mask_logits: torch.Tensor, sem_logits: torch.Tensor, *,
                       num_proposals: int, num_thing_classes: int, instance_score_thr: float | torch.Tensor,
-                      overlap_thr: float | torch.Tensor, mask_thr: float | torch.Tensor, mask_stride: int = 8,
-                      upsample: int = 4) -> PanopticSlots:
+                      overlap_thr: float | torch.Tensor, mask_thr: float | torch.Tensor, mask_stride: int,
+                      upsample: int) -> PanopticSlots:
     """Merge kernel predictions of one image into a panoptic slot map.
 
     Args:
         cls_scores: float [N, K] sigmoid class scores; rows [0, num_proposals) are thing proposals, the
             rest one stuff kernel per stuff class in class order.
-        mask_logits: float [N, h, w] mask logits at ``mask_stride`` (8).
+        mask_logits: float [N, h, w] mask logits at ``mask_stride`` (the network's ``VKNet.mask_stride``).
         sem_logits: float [K, h, w] semantic head logits at ``mask_stride``.
         instance_score_thr, overlap_thr, mask_thr: floats or 0-d tensors (tensors keep them run-time inputs
             of the exported graph, so they can change without re-exporting).

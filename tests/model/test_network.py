@@ -7,8 +7,10 @@ import dataclasses
 import pytest
 import torch
 
+from vknet_model.backbone import ResNet
 from vknet_model.config import resolve_config
 from vknet_model.contract import contract_for
+from vknet_model.neck import SemanticFPN
 from vknet_model.network import build_frame_net, build_model, threshold_tensor
 
 
@@ -76,3 +78,22 @@ def test_batch_forward_matches_single_images() -> None:
     torch.testing.assert_close(both.cls_logits[-1][:1], first.cls_logits[-1], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(both.embeddings[:1], first.embeddings, atol=1e-4, rtol=1e-4)
     assert len(both.mask_logits) == cfg.model.num_stages + 1 and both.sem_logits.shape == (2, 19, 8, 16)
+
+
+@pytest.mark.parametrize("mask_stride", [4, 8])
+def test_kernel_count_and_mask_stride_are_read_off_the_built_modules(mask_stride: int) -> None:
+    base = resolve_config("tiny")
+    cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, mask_stride=mask_stride))
+    net = build_model(cfg).eval()
+    assert net.num_kernels == cfg.num_kernels == 37  # the tiny config: 20 proposals + 17 stuff classes
+    assert net.mask_stride == mask_stride
+    with torch.inference_mode():
+        out = net(torch.rand(1, 3, 64, 128) * 255, torch.zeros(1, net.num_kernels, cfg.model.channels),
+                  torch.zeros(1))
+    assert out.mask_logits[-1].shape == (1, 37, 64 // mask_stride, 128 // mask_stride)
+    assert out.kernels.shape == (1, 37, cfg.model.channels)
+
+
+def test_semantic_fpn_takes_only_a_stride_of_the_pyramid() -> None:
+    with pytest.raises(ValueError, match=r"P2's or P3's stride \(4, 8\), got 16"):
+        SemanticFPN(channels=8, groups=4, in_strides=ResNet.strides, out_stride=16)

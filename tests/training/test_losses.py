@@ -277,8 +277,7 @@ def tiny():  # type: ignore[no-untyped-def]
 
 
 def _forward(net, cfg, key: torch.Tensor, ref: torch.Tensor):  # type: ignore[no-untyped-def]
-    n = cfg.model.num_proposals + cfg.data.num_classes - cfg.data.num_things
-    ref_out = net(ref, torch.zeros(1, n, cfg.model.channels), torch.zeros(1))
+    ref_out = net(ref, torch.zeros(1, net.num_kernels, cfg.model.channels), torch.zeros(1))
     key_out = net(key, ref_out.kernels, torch.ones(1))
     return key_out, ref_out
 
@@ -290,7 +289,7 @@ def test_tiny_network_losses_are_finite(tiny, with_things: bool) -> None:  # typ
     net = build_model(cfg)
     g = torch.Generator().manual_seed(1)
     key, ref = (torch.rand(1, 3, HEIGHT, WIDTH, generator=g) * 255 for _ in range(2))
-    mask_size = (HEIGHT // 8, WIDTH // 8)
+    mask_size = (HEIGHT // net.mask_stride, WIDTH // net.mask_stride)
     key_t = [targets_from_panoptic(_panoptic(2, with_things), cfg.data, mask_size)]
     ref_t = [targets_from_panoptic(_panoptic(0, with_things), cfg.data, mask_size)]
     assert key_t[0].thing_ids.numel() == (2 if with_things else 0)
@@ -314,7 +313,7 @@ def test_optimisation_steps_reduce_the_loss(tiny) -> None:  # type: ignore[no-un
     net = build_model(cfg)
     g = torch.Generator().manual_seed(2)
     key, ref = (torch.rand(1, 3, HEIGHT, WIDTH, generator=g) * 255 for _ in range(2))
-    mask_size = (HEIGHT // 8, WIDTH // 8)
+    mask_size = (HEIGHT // net.mask_stride, WIDTH // net.mask_stride)
     key_t = [targets_from_panoptic(_panoptic(2), cfg.data, mask_size)]
     ref_t = [targets_from_panoptic(_panoptic(0), cfg.data, mask_size)]
     # lr 1e-4 (the paper's): at 1e-3 Adam's first, sign-like steps from a random init overshoot the dynamic
