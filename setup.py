@@ -26,6 +26,7 @@ setup(
         "onnx>=1.16",
         "onnxruntime>=1.18",
         "opencv-python-headless>=4.8",
+        "pillow>=9.1",
         "pyyaml>=6.0",
         "tqdm>=4.60",
         "rosbags>=0.10",

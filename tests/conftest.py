@@ -52,3 +52,9 @@ def exported_tiny(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
     path: Path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     contract = export_onnx(frame_net, cfg, path)
     return cfg, frame_net, path, contract
+
+
+def forged_jpeg_size(jpeg: bytes, height: int, width: int) -> bytes:
+    """``jpeg`` with its frame header (SOF0) rewritten to claim ``height`` x ``width``: a decompression bomb."""
+    at = jpeg.index(b"\xff\xc0")
+    return jpeg[: at + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[at + 9:]

@@ -12,13 +12,14 @@ Decoding only reads fields, so it works on any object shaped like the message: r
 from __future__ import annotations
 
 import functools
+import math
 import struct
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from sensor_msgs.msg import CompressedImage, Image
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
     from std_msgs.msg import Header
 
 # encoding -> (channels, channel order as it must be read to get RGB)
@@ -39,8 +40,22 @@ _LABEL_ENCODINGS: dict[str, np.dtype] = {
 MAX_PIXELS = 8192 * 8192
 
 
+# Why an input message was refused: the node counts refusals under these fixed codes (a count keyed by message
+# text would grow with every distinct bad message an attacker sends) and logs the detail.
+REFUSAL_REASONS = ("encoding", "empty", "too_large", "step", "truncated", "undecodable")
+# (fx, fy, cx, cy) in pixels and the (width, height) they belong to.
+Intrinsics = tuple[tuple[float, float, float, float], tuple[int, int]]
+
+
 class ImageConversionError(ValueError):
-    """An image message that cannot be decoded; the message says why, in terms a user can act on."""
+    """An image message that cannot be decoded; the message says why, in terms a user can act on, and
+    ``reason`` is one of :data:`REFUSAL_REASONS`."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        if reason not in REFUSAL_REASONS:
+            raise ValueError(f"unknown refusal reason {reason!r}")
+        super().__init__(message)
+        self.reason = reason
 
 
 def image_msg_to_rgb(msg: Image) -> np.ndarray:
@@ -78,23 +93,23 @@ def _checked(msg: Image) -> tuple[int, tuple[int, ...], np.ndarray]:
         if encoding in ("mono16", "16UC1", "16SC1", "32FC1", "32SC1", "64FC1", "rgb16", "bgr16"):
             raise ImageConversionError(
                 f"encoding {encoding!r} is not a camera colour image: vknet needs 8-bit rgb8, bgr8, "
-                f"rgba8, bgra8 or mono8 (a depth or 16-bit image was probably remapped to the input)")
+                f"rgba8, bgra8 or mono8 (a depth or 16-bit image was probably remapped to the input)", "encoding")
         raise ImageConversionError(
-            f"unsupported encoding {msg.encoding!r}: expected one of {sorted(_COLOUR_ENCODINGS)}")
+            f"unsupported encoding {msg.encoding!r}: expected one of {sorted(_COLOUR_ENCODINGS)}", "encoding")
     channels, order = _COLOUR_ENCODINGS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:
-        raise ImageConversionError(f"empty image ({width}x{height})")
+        raise ImageConversionError(f"empty image ({width}x{height})", "empty")
     if height * width > MAX_PIXELS:
-        raise ImageConversionError(f"image of {width}x{height} exceeds the {MAX_PIXELS}-pixel limit")
+        raise ImageConversionError(f"image of {width}x{height} exceeds the {MAX_PIXELS}-pixel limit", "too_large")
     row_bytes = width * channels
     if step < row_bytes:
-        raise ImageConversionError(f"step {step} is smaller than width*channels = {row_bytes} ({encoding})")
+        raise ImageConversionError(f"step {step} is smaller than width*channels = {row_bytes} ({encoding})", "step")
     data = np.frombuffer(msg.data, dtype=np.uint8)
     needed = step * (height - 1) + row_bytes
     if data.size < needed:
         raise ImageConversionError(
-            f"data holds {data.size} bytes, {width}x{height} {encoding} with step {step} needs {needed}")
+            f"data holds {data.size} bytes, {width}x{height} {encoding} with step {step} needs {needed}", "truncated")
     return channels, order, data
 
 
@@ -217,15 +232,34 @@ def _label_pixels(labels: np.ndarray, encoding: str) -> np.ndarray:
     return np.ascontiguousarray(labels, dtype=dtype.newbyteorder("<"))
 
 
+def checked_intrinsics(msg: CameraInfo) -> tuple[Intrinsics | None, str]:
+    """The intrinsics of a usable ``sensor_msgs/CameraInfo``, else (None, why).
+
+    Usable: K and P finite, fx and fy above 1e-3 pixels, a non-zero image size. A NaN principal point had given
+    NaN marker coordinates and fx = 1e-300 coordinates beyond 1e6 m.
+    """
+    values = [float(v) for v in (*msg.k, *msg.p)]
+    if len(msg.k) != 9 or not all(math.isfinite(v) for v in values):
+        return None, "camera_info K or P is not 9/12 finite numbers"
+    fx, fy, cx, cy = float(msg.k[0]), float(msg.k[4]), float(msg.k[2]), float(msg.k[5])
+    if fx <= 1e-3 or fy <= 1e-3:
+        return None, f"camera_info focal lengths fx={fx:g}, fy={fy:g} are not above 1e-3 pixels"
+    width, height = int(msg.width), int(msg.height)
+    if width <= 0 or height <= 0:
+        return None, f"camera_info has no image size ({width}x{height})"
+    return ((fx, fy, cx, cy), (width, height)), ""
+
+
 def image_msg_to_labels(msg: Image) -> np.ndarray:
     """Decode a mono8 / 16UC1 / 32SC1 label image to an int array [H, W] (the inverse of the above)."""
     if msg.encoding not in _LABEL_ENCODINGS:
-        raise ImageConversionError(f"label encoding {msg.encoding!r} is not one of {sorted(_LABEL_ENCODINGS)}")
+        raise ImageConversionError(f"label encoding {msg.encoding!r} is not one of {sorted(_LABEL_ENCODINGS)}",
+                                   "encoding")
     dtype = _LABEL_ENCODINGS[msg.encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height * width == 0 or step < width * dtype.itemsize or len(msg.data) < step * height:
         raise ImageConversionError(f"malformed {msg.encoding} image {width}x{height}, step {step}, "
-                                   f"{len(msg.data)} bytes")
+                                   f"{len(msg.data)} bytes", "truncated")
     rows = np.frombuffer(msg.data, dtype=np.uint8)[: step * height].reshape(height, step)
     wire_dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
     return rows[:, : width * dtype.itemsize].copy().view(wire_dtype).reshape(height, width)
@@ -237,23 +271,48 @@ def compressed_msg_to_rgb(msg: CompressedImage) -> np.ndarray:
     return np.ascontiguousarray(compressed_msg_to_bgr(msg)[:, :, ::-1])
 
 
-def compressed_msg_to_bgr(msg: CompressedImage) -> np.ndarray:
+def compressed_msg_to_bgr(msg: CompressedImage, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode a JPEG/PNG ``sensor_msgs/CompressedImage`` to BGR uint8 [H, W, 3], OpenCV's own order (the node
     takes it as it is).
 
+    The size is read from the file's header (Pillow's lazy open decodes no pixel) and checked before any
+    decoding: a 630-byte JPEG can claim 30000x30000 pixels, and decoding it first took 5.6 GB.
+
     Raises:
-        ImageConversionError: empty or undecodable data (truncated or corrupt JPEG), or an image over the
-            pixel limit (checked after decoding; OpenCV itself refuses anything over 2^30 pixels).
+        ImageConversionError: empty data, a header that is neither JPEG nor PNG or cannot be read, an image
+            over ``max_pixels``, or data that does not decode (truncated or corrupt).
     """
     import cv2
 
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
-        raise ImageConversionError(f"compressed image ({msg.format!r}) holds no data")
+        raise ImageConversionError(f"compressed image ({msg.format!r}) holds no data", "empty")
+    width, height = _compressed_size(data, msg.format)
+    if width * height > max_pixels:
+        raise ImageConversionError(f"compressed image claims {width}x{height}, over the {max_pixels}-pixel limit",
+                                   "too_large")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise ImageConversionError(f"cannot decode compressed image ({msg.format!r}, {data.size} bytes): "
-                                   f"corrupt or truncated, or not JPEG/PNG")
-    if image.shape[0] * image.shape[1] > MAX_PIXELS:
-        raise ImageConversionError(f"image of {image.shape[1]}x{image.shape[0]} exceeds the {MAX_PIXELS}-pixel limit")
+                                   f"corrupt or truncated", "undecodable")
     return image
+
+
+def _compressed_size(data: np.ndarray, fmt: str) -> tuple[int, int]:
+    """(width, height) from a JPEG or PNG header, without decoding pixels."""
+    import io
+    import warnings
+
+    from PIL import Image as PILImage
+
+    try:
+        with warnings.catch_warnings():
+            # Pillow's own bomb guard warns (or raises) on huge sizes; the caller applies the node's limit.
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(data.tobytes()), formats=("JPEG", "PNG")) as image:
+                return image.size
+    except PILImage.DecompressionBombError as exc:
+        raise ImageConversionError(f"compressed image ({fmt!r}) claims an absurd size: {exc}", "too_large") from exc
+    except Exception as exc:  # Pillow raises several types (UnidentifiedImageError, SyntaxError, struct.error)
+        raise ImageConversionError(f"compressed image ({fmt!r}, {data.size} bytes) has no readable JPEG/PNG "
+                                   f"header: {type(exc).__name__}", "undecodable") from exc

@@ -38,8 +38,11 @@ from visualization_msgs.msg import MarkerArray
 from vknet_model.percentile import percentile
 from vknet_model.pipeline import FrameResult, Pipeline
 from vknet_ros.conversions import (
+    REFUSAL_REASONS,
     ImageConversionError,
+    Intrinsics,
     bgr_to_serialized_image,
+    checked_intrinsics,
     compressed_msg_to_bgr,
     decode_camera_image,
     label_dtype,
@@ -63,6 +66,9 @@ WARM_UP_RUNS = 3  # blank forwards on configure, so the first camera frames do n
 PIPELINE_STAGES = ("preprocess", "network", "tracker", "postprocess")  # the Pipeline's own timings, in order
 # The worker's stages in /diagnostics: decode + pipeline + publish = processing, then the pipeline's split.
 WORKER_STAGES = ("decode", "pipeline", *PIPELINE_STAGES, "publish")
+# Fixed codes a refused input is counted under (node.bad_reasons, diagnostics bad_input_<code>): the
+# decoders' refusals, an image the pipeline refuses, and an unusable camera_info.
+BAD_INPUT_REASONS = (*REFUSAL_REASONS, "image", "camera_info")
 
 
 def input_qos(settings: NodeSettings) -> QoSProfile:
@@ -151,9 +157,9 @@ class VKNetNode(LifecycleNode):
         self._subscriptions: list[Any] = []
         self._pubs: dict[str, Any] = {}
         self._diag_timer: Any = None
-        self._intrinsics: tuple[float, float, float, float] | None = None
+        self._intrinsics: Intrinsics | None = None  # from the last good camera_info
         self.counters: collections.Counter[str] = collections.Counter()
-        self.bad_reasons: collections.Counter[str] = collections.Counter()
+        self.bad_reasons: collections.Counter[str] = collections.Counter({reason: 0 for reason in BAD_INPUT_REASONS})
         self._latency_ms: collections.deque[float] = collections.deque(maxlen=200)
         self._processing_ms: collections.deque[float] = collections.deque(maxlen=200)
         # Per-stage times of the worker, reported in /diagnostics so overhead around the network is visible.
@@ -261,9 +267,11 @@ class VKNetNode(LifecycleNode):
             self._wake.notify()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        k = msg.k
-        if k[0] > 0 and k[4] > 0:
-            self._intrinsics = (float(k[0]), float(k[4]), float(k[2]), float(k[5]))
+        intrinsics, problem = checked_intrinsics(msg)
+        if intrinsics is None:
+            self._reject("camera_info", f"{problem}; keeping the last good camera_info")
+        else:
+            self._intrinsics = intrinsics
 
     def _on_incompatible_qos(self, info: QoSRequestedIncompatibleQoSInfo) -> None:
         self.counters["qos_incompatible"] += 1
@@ -322,7 +330,7 @@ class VKNetNode(LifecycleNode):
             else:
                 pixels, order = decode_camera_image(msg)
         except ImageConversionError as exc:
-            self._reject(str(exc))
+            self._reject(exc.reason, str(exc))
             return
         decoded = time.perf_counter()
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
@@ -330,7 +338,7 @@ class VKNetNode(LifecycleNode):
             try:
                 result = self.pipeline.step(pixels, stamp=stamp, frame_id=msg.header.frame_id, channel_order=order)
             except ValueError as exc:
-                self._reject(str(exc))
+                self._reject("image", str(exc))
                 return
         if result.reset_reason and self.counters["processed"]:
             self.counters["resets"] += 1
@@ -351,10 +359,14 @@ class VKNetNode(LifecycleNode):
         self._pubs["processing_ms"].publish(Float32(data=float(1e3 * (done - received))))
         self._pubs["latency_ms"].publish(Float32(data=float(latency)))
 
-    def _reject(self, reason: str) -> None:
+    def _reject(self, reason: str, detail: str) -> None:
+        """Count a refused input message under its fixed ``reason`` (one of BAD_INPUT_REASONS); the detail
+        goes to a throttled log line only."""
+        if reason not in BAD_INPUT_REASONS:
+            raise ValueError(f"unknown bad-input reason {reason!r}")
         self.counters["bad_input"] += 1
-        self.bad_reasons[reason.split(":")[0][:60]] += 1
-        self.get_logger().warning(f"skipped an input image: {reason}", throttle_duration_sec=2.0)
+        self.bad_reasons[reason] += 1
+        self.get_logger().warning(f"skipped an input message ({reason}): {detail}", throttle_duration_sec=2.0)
 
     def _publish(self, header: Header, pixels: np.ndarray, channel_order: str, result: FrameResult) -> None:
         s, pubs = self.settings, self._pubs
@@ -370,7 +382,10 @@ class VKNetNode(LifecycleNode):
             pubs["overlay"].publish(bgr_to_serialized_image(overlay, header))
         if pubs["markers"] is not None and pubs["markers"].get_subscription_count() > 0:
             height, width = pixels.shape[:2]
-            intrinsics = self._intrinsics or (float(width), float(width), width / 2, height / 2)
+            if self._intrinsics is not None and self._intrinsics[1] == (width, height):
+                intrinsics = self._intrinsics[0]
+            else:  # no camera_info yet, or one for another resolution: a guess (the markers' scale is approximate)
+                intrinsics = (float(width), float(width), width / 2, height / 2)
             pubs["markers"].publish(markers_msg(result.objects, header, intrinsics))
 
     def _publish_diagnostics(self) -> None:
@@ -390,6 +405,7 @@ class VKNetNode(LifecycleNode):
                   "processing_ms_p90": f"{percentile(processing, 0.9, 0.0):.1f}",
                   "received": c["received"], "processed": c["processed"],
                   "dropped": c["dropped"], "bad_input": c["bad_input"], "errors": c["errors"], "resets": c["resets"]}
+        values.update({f"bad_input_{reason}": n for reason, n in self.bad_reasons.items()})
         for stage, series in self._stage_ms.items():
             values[f"{stage}_ms_p50"] = f"{percentile(series, 0.5):.1f}" if series else "n/a"
         status = DiagnosticStatus(level=level, name=f"{self.get_name()}: pipeline", message=message,

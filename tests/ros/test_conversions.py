@@ -12,9 +12,13 @@ pytest.importorskip("sensor_msgs", reason="ROS 2 messages are not installed: run
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from tests.conftest import forged_jpeg_size
 from vknet_ros.conversions import (
+    REFUSAL_REASONS,
     ImageConversionError,
     bgr_to_serialized_image,
+    checked_intrinsics,
+    compressed_msg_to_bgr,
     decode_camera_image,
     decode_image,
     image_msg_to_labels,
@@ -211,3 +215,74 @@ def test_serialized_bgr_image_is_the_message_rclpy_would_send() -> None:
     assert bytes(msg.data) == bytes(rgb_to_image_msg(np.ascontiguousarray(bgr[:, :, ::-1]), header, "bgr8").data)
     with pytest.raises(ValueError, match="uint8"):
         bgr_to_serialized_image(np.zeros((2, 2), np.uint8), header)
+
+
+def _png_claiming(height: int, width: int) -> bytes:
+    """A real small PNG whose IHDR claims another size (CRC recomputed, so the header reads as valid)."""
+    import struct
+    import zlib
+
+    import cv2
+
+    png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    ihdr = b"IHDR" + struct.pack(">II", width, height) + png[24:29]
+    return png[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + png[33:]
+
+
+def test_compressed_images_are_sized_from_their_header_before_decoding() -> None:
+    import time
+    import tracemalloc
+
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    jpeg = cv2.imencode(".jpg", np.full((40, 60, 3), 90, np.uint8))[1].tobytes()
+    assert compressed_msg_to_bgr(CompressedImage(format="jpeg", data=jpeg)).shape == (40, 60, 3)
+    bombs = {"jpeg": forged_jpeg_size(jpeg, 30_000, 30_000), "png": _png_claiming(16_384, 16_384)}
+    for fmt, data in bombs.items():
+        tracemalloc.start()
+        start = time.perf_counter()
+        with pytest.raises(ImageConversionError, match="claims") as refused:
+            compressed_msg_to_bgr(CompressedImage(format=fmt, data=data))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert refused.value.reason == "too_large" and time.perf_counter() - start < 1.0
+        assert peak < 10 * 2**20, f"{fmt}: {peak} bytes allocated before refusing"
+    # The header check applies the caller's limit too.
+    with pytest.raises(ImageConversionError) as small_limit:
+        compressed_msg_to_bgr(CompressedImage(format="jpeg", data=jpeg), max_pixels=40 * 60 - 1)
+    assert small_limit.value.reason == "too_large"
+    for data, reason in ((b"", "empty"), (b"GIF89a....", "undecodable"), (jpeg[:30], "undecodable"),
+                         (jpeg[: len(jpeg) // 2], "undecodable")):
+        with pytest.raises(ImageConversionError) as exc:
+            compressed_msg_to_bgr(CompressedImage(format="jpeg", data=data))
+        assert exc.value.reason == reason, (data[:10], str(exc.value))
+
+
+def test_every_refusal_carries_a_fixed_reason() -> None:
+    cases = [_msg("16UC1", 1, 1, 2, bytes(2)), _msg("rgb8", 0, 0, 0, b""), _msg("rgb8", 2, 2, 5, bytes(12)),
+             _msg("rgb8", 2, 2, 6, bytes(11)), _msg("rgb8", 9000, 9000, 27000, b"")]
+    reasons = []
+    for msg in cases:
+        with pytest.raises(ImageConversionError) as exc:
+            image_msg_to_rgb(msg)
+        reasons.append(exc.value.reason)
+    assert reasons == ["encoding", "empty", "step", "truncated", "too_large"]
+    assert set(reasons) <= set(REFUSAL_REASONS)
+    with pytest.raises(ValueError, match="unknown refusal reason"):
+        ImageConversionError("x", "made up")
+
+
+def test_camera_info_checks() -> None:
+    from sensor_msgs.msg import CameraInfo
+
+    k = [700.0, 0.0, 620.0, 0.0, 710.0, 187.0, 0.0, 0.0, 1.0]
+    assert checked_intrinsics(CameraInfo(width=1242, height=375, k=k)) == (((700.0, 710.0, 620.0, 187.0),
+                                                                            (1242, 375)), "")
+    bad = {"nan cx": ([*k[:2], float("nan"), *k[3:]], 1242, 375), "tiny fx": ([1e-300, *k[1:]], 1242, 375),
+           "zero K": ([0.0] * 9, 1242, 375), "no size": (k, 0, 0)}
+    for name, (kk, w, h) in bad.items():
+        intrinsics, why = checked_intrinsics(CameraInfo(width=w, height=h, k=kk))
+        assert intrinsics is None and why, name
+    p = [float("inf")] + [0.0] * 11
+    assert checked_intrinsics(CameraInfo(width=1242, height=375, k=k, p=p))[0] is None

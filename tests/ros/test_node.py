@@ -19,11 +19,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from tests.conftest import moving_square_frame
+from tests.conftest import forged_jpeg_size, moving_square_frame
 from vknet_model.pipeline import Pipeline
 from vknet_ros.conversions import image_msg_to_labels, rgb_to_image_msg
 from vknet_ros.msg import TrackedObjectArray
-from vknet_ros.node import VKNetNode
+from vknet_ros.node import BAD_INPUT_REASONS, VKNetNode
 from vknet_ros.spinner import BackgroundSpinner
 
 HEIGHT, WIDTH = 120, 400
@@ -228,7 +228,8 @@ def test_fuzz_200_malformed_messages_are_counted_and_survived(onnx_model: Path) 
         assert raw.connected() and comp.connected(comp.compressed_pub)
         bad = _bad_images()
         jpeg = cv2.imencode(".jpg", moving_square_frame(0, HEIGHT, WIDTH))[1].tobytes()
-        corrupt = [b"", b"\xff\xd8\xff", jpeg[: len(jpeg) // 3], b"not a jpeg at all", bytes(200), jpeg[::-1]]
+        corrupt = [b"", b"\xff\xd8\xff", jpeg[: len(jpeg) // 3], b"not a jpeg at all", bytes(200), jpeg[::-1],
+                   forged_jpeg_size(jpeg, 30_000, 30_000)]
         sent_raw = sent_comp = 0
         for i in range(200):
             if i % 4 == 3:
@@ -237,14 +238,20 @@ def test_fuzz_200_malformed_messages_are_counted_and_survived(onnx_model: Path) 
                 sent_comp += 1
                 assert wait_for(lambda n=sent_comp: comp.node.counters["bad_input"] == n), f"compressed {i}"
             else:
-                raw.image_pub.publish(bad[i % len(bad)][1])
+                name, msg = bad[sent_raw % len(bad)]
+                raw.image_pub.publish(msg)
                 sent_raw += 1
-                assert wait_for(lambda n=sent_raw: raw.node.counters["bad_input"] == n), bad[i % len(bad)][0]
+                assert wait_for(lambda n=sent_raw: raw.node.counters["bad_input"] == n), name
         for h in (raw, comp):
             assert h.node.counters["errors"] == 0 and h.node.counters["processed"] == 0
             assert h.node._worker is not None and h.node._worker.is_alive()
         assert raw.node.counters["bad_input"] + comp.node.counters["bad_input"] == 200
-        assert len(raw.node.bad_reasons) >= 5, raw.node.bad_reasons
+        for h in (raw, comp):  # counted under fixed codes, whatever the messages held
+            assert set(h.node.bad_reasons) == set(BAD_INPUT_REASONS), h.node.bad_reasons
+            assert sum(h.node.bad_reasons.values()) == h.node.counters["bad_input"]
+        assert {r for r, n in raw.node.bad_reasons.items() if n} == {"encoding", "empty", "too_large", "step",
+                                                                      "truncated"}
+        assert {r for r, n in comp.node.bad_reasons.items() if n} == {"empty", "undecodable", "too_large"}
         raw.image_pub.publish(frame_msg(1))
         assert wait_for(lambda: raw.node.counters["processed"] == 1), "no output after the fuzz"
         good_jpeg = CompressedImage(header=frame_msg(2).header, format="jpeg", data=jpeg)
@@ -369,3 +376,23 @@ def test_rgb8_bgr8_and_png_frames_give_the_same_outputs_and_overlay(onnx_model: 
     for kind in ("bgr8", "png"):
         assert np.array_equal(outputs[kind][0], outputs["rgb8"][0]), kind
         assert outputs[kind][1] == outputs["rgb8"][1], kind
+
+
+def test_camera_info_is_checked_and_the_last_good_one_kept(harness: Harness) -> None:
+    from sensor_msgs.msg import CameraInfo
+
+    info_pub = harness.client.create_publisher(CameraInfo, "camera_info", RELIABLE)
+    assert wait_for(lambda: info_pub.get_subscription_count() > 0)
+    good = CameraInfo(width=WIDTH, height=HEIGHT, k=[500.0, 0.0, 200.0, 0.0, 500.0, 60.0, 0.0, 0.0, 1.0])
+    info_pub.publish(good)
+    assert wait_for(lambda: harness.node._intrinsics == ((500.0, 500.0, 200.0, 60.0), (WIDTH, HEIGHT)))
+    bad = [CameraInfo(width=WIDTH, height=HEIGHT, k=[500.0, 0.0, float("nan"), 0.0, 500.0, 60.0, 0.0, 0.0, 1.0]),
+           CameraInfo(width=WIDTH, height=HEIGHT, k=[1e-300, 0.0, 200.0, 0.0, 1e-300, 60.0, 0.0, 0.0, 1.0]),
+           CameraInfo(width=WIDTH, height=HEIGHT, k=[500.0, 0.0, float("inf"), 0.0, 500.0, 60.0, 0.0, 0.0, 1.0]),
+           CameraInfo(width=0, height=0, k=[500.0, 0.0, 200.0, 0.0, 500.0, 60.0, 0.0, 0.0, 1.0]),
+           CameraInfo()]
+    for n, msg in enumerate(bad, start=1):
+        info_pub.publish(msg)
+        assert wait_for(lambda n=n: harness.node.bad_reasons["camera_info"] == n)
+    assert harness.node._intrinsics == ((500.0, 500.0, 200.0, 60.0), (WIDTH, HEIGHT))
+    assert harness.node.counters["bad_input"] == len(bad)

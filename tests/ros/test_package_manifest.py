@@ -34,6 +34,7 @@ ROSDEP_KEYS = {
     "numpy": "python3-numpy",
     "scipy": "python3-scipy",
     "cv2": "python3-opencv",
+    "PIL": "python3-pil",
     "yaml": "python3-yaml",
     "tqdm": "python3-tqdm",
     "torch": "python3-pytorch-pip",
