@@ -12,8 +12,24 @@ import random
 from pathlib import Path
 
 PROFILE_NAME = "fastdds_loopback.xml"
-# Fast DDS maps domain ids to UDP ports; ids above 101 may collide with ephemeral ports on Linux.
-MAX_DOMAIN_ID = 101
+# Fast DDS maps domain ids to UDP ports; on Linux the ids whose ports stay clear of the ephemeral range are
+# 0-101 and 215-232 (what ROS 2's domain-id documentation allows). Random ids are drawn from the first range.
+DOMAIN_ID_RANGES = (range(0, 102), range(215, 233))
+
+
+class DomainIdError(ValueError):
+    """A ROS_DOMAIN_ID this machine's DDS cannot use."""
+
+
+def check_domain_id(value: int | str) -> int:
+    """``value`` as a domain id if ROS 2 accepts it on Linux; DomainIdError with the valid ranges otherwise."""
+    try:
+        domain_id = int(value)
+    except ValueError:
+        domain_id = -1
+    if not any(domain_id in r for r in DOMAIN_ID_RANGES):
+        raise DomainIdError(f"ROS_DOMAIN_ID {value!r} is not usable: on Linux it must be 0-101 or 215-232")
+    return domain_id
 
 
 def profile_path() -> Path:
@@ -40,11 +56,13 @@ def loopback_environment(domain_id: int | None = None) -> dict[str, str]:
     Args:
         domain_id: ROS_DOMAIN_ID to use; a random id in [1, 101] when None, so concurrent runs on one
             machine do not see each other.
+
+    Raises:
+        DomainIdError: an id ROS 2 does not accept on Linux.
     """
     if domain_id is None:
-        domain_id = random.SystemRandom().randint(1, MAX_DOMAIN_ID)
-    if not 0 <= domain_id <= MAX_DOMAIN_ID:
-        raise ValueError(f"ROS_DOMAIN_ID must be in [0, {MAX_DOMAIN_ID}], got {domain_id}")
+        domain_id = random.SystemRandom().randint(1, DOMAIN_ID_RANGES[0][-1])
+    check_domain_id(domain_id)
     return {
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         "ROS_DOMAIN_ID": str(domain_id),
@@ -58,8 +76,8 @@ def apply_loopback_environment(domain_id: int | None = None) -> dict[str, str]:
 
     A ``ROS_DOMAIN_ID`` already set by the caller is kept, so a parent process can hand its id down.
     """
-    if domain_id is None and "ROS_DOMAIN_ID" in os.environ:
-        domain_id = int(os.environ["ROS_DOMAIN_ID"])
+    if domain_id is None and os.environ.get("ROS_DOMAIN_ID", "").strip():
+        domain_id = check_domain_id(os.environ["ROS_DOMAIN_ID"].strip())
     env = loopback_environment(domain_id)
     os.environ.update(env)
     return env
