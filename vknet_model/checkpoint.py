@@ -7,8 +7,6 @@ config, raise :class:`CheckpointError` with what is wrong and what to do about i
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +53,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
-                              f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    except Exception as exc:  # torch.load fails on foreign files in many ways (a text file: IndexError)
+        first_line = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise CheckpointError(f"{path} is not a readable vknet checkpoint (truncated, corrupt, or another kind of "
+                              f"file): {exc.__class__.__name__}: {first_line}") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a vknet checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
     if payload.get("version") != CHECKPOINT_VERSION:

@@ -41,15 +41,22 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_truncated_file(saved: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.pt"
     broken.write_bytes(saved.read_bytes()[:5000])
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable vknet checkpoint"):
         load_checkpoint(broken)
 
 
 def test_random_bytes(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pt"
     junk.write_bytes(bytes(range(256)) * 10)
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable vknet checkpoint"):
         load_checkpoint(junk)
+
+
+def test_a_text_file_named_pt(tmp_path: Path) -> None:
+    text = tmp_path / "notes.pt"
+    text.write_text("these are not weights\n")  # torch.load raised IndexError: pop from empty list
+    with pytest.raises(CheckpointError, match="not a readable vknet checkpoint"):
+        load_checkpoint(text)
 
 
 def test_foreign_torch_file(tmp_path: Path) -> None:

@@ -36,6 +36,6 @@ def test_export_command_reports_a_bad_checkpoint(tmp_path: Path, capsys: pytest.
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     assert main(["export", "--checkpoint", str(bad), "--out", str(tmp_path / "m.onnx")]) == 2
-    assert "not a readable checkpoint" in capsys.readouterr().err
+    assert "not a readable vknet checkpoint" in capsys.readouterr().err
     assert main(["export", "--checkpoint", str(bad), "--out", str(tmp_path / "m.txt")]) == 2
     assert "must end in .onnx" in capsys.readouterr().err
