@@ -7,6 +7,8 @@ new edge against the direction fails here whatever its form.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,3 +64,10 @@ def test_the_allowed_graph_itself_has_no_cycle() -> None:
         return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in ALLOWED[start])
 
     assert not [p for p in PACKAGES if reaches(p, p)]
+
+
+def test_the_command_line_and_the_backend_names_load_no_torch() -> None:
+    # `vknet --help` builds every subcommand's parser; the backend choices come from vknet_model.backends.
+    code = ("import sys, vknet_cli; vknet_cli.build_parser(); from vknet_model.backends import BACKENDS; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0

@@ -15,13 +15,15 @@ import sys
 import time
 from pathlib import Path
 
+from vknet_model.backends import BACKENDS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="checkpoint (.pt) or exported .onnx (default: the bundled model)")
     parser.add_argument("--data", type=Path, required=True, help="KITTI-STEP-layout root (images/<split>/...)")
     parser.add_argument("--split", default="val", help="split to predict (default val)")
     parser.add_argument("--out", type=Path, required=True, help="prediction root to write")
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"))
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
 
 
@@ -29,9 +31,9 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
-    from vknet_data.datasets import DatasetError, read_rgb
+    from vknet_data.datasets import DatasetError
     from vknet_data.panoptic_png import encode_panoptic_png
-    from vknet_eval.evaluate import FRAME_PERIOD_S
+    from vknet_eval.evaluate import predict_sequence
     from vknet_model.backends import BackendError
     from vknet_model.bundled import resolve_model
     from vknet_model.checkpoint import CheckpointError
@@ -52,10 +54,8 @@ def run(args: argparse.Namespace) -> int:
         for sequence in sequences:
             folder = args.out / "panoptic_maps" / args.split / sequence.name
             folder.mkdir(parents=True, exist_ok=True)
-            pipeline.reset(f"sequence {sequence.name}")
-            for t, image_path in enumerate(sequence.images):
-                result = pipeline.step(read_rgb(image_path), stamp=t * FRAME_PERIOD_S, frame_id=sequence.name)
-                png = encode_panoptic_png(result.panoptic, pipeline.data.label_divisor)
+            for image_path, panoptic in zip(sequence.images, predict_sequence(pipeline, sequence), strict=True):
+                png = encode_panoptic_png(panoptic, pipeline.data.label_divisor)
                 if not cv2.imwrite(str(folder / image_path.name), png[:, :, ::-1]):
                     print(f"error: cannot write {folder / image_path.name}", file=sys.stderr)
                     return 1

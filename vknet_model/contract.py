@@ -144,6 +144,22 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def load_verified_contract(onnx_path: str | Path) -> tuple[ModelContract, str]:
+    """The contract next to an exported ``onnx_path`` and the file's sha256, after checking that they belong
+    together (when the contract records the sha256 of the file it was written for; every export does).
+
+    Raises:
+        ContractError: no readable contract, or the file was replaced or damaged after export.
+    """
+    onnx_path = Path(onnx_path)
+    contract = ModelContract.load(contract_path_for(onnx_path))
+    sha = file_sha256(onnx_path)
+    if contract.onnx_sha256 and sha != contract.onnx_sha256:
+        raise ContractError(f"{onnx_path} does not match the sha256 in {contract_path_for(onnx_path)}: the file was "
+                            f"replaced or damaged after export; re-export it")
+    return contract, sha
+
+
 def check_io(contract: ModelContract, inputs: list[TensorSpec], outputs: list[TensorSpec], what: str) -> None:
     """Raise ContractError naming every difference between a model's I/O and its contract."""
     problems = []

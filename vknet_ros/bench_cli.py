@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vknet_model.backends import BACKEND_NAMES
 from vknet_model.percentile import percentile
 from vknet_ros.node_settings import TORCH_PRECISIONS
 
@@ -68,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="tiny", help="tiny, r18, r50 or a YAML (default tiny)")
     parser.add_argument("--model", type=Path, help="a checkpoint (.pt) to time instead of random weights")
     parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"],
-                        choices=("torch", "onnxruntime", "tensorrt"), help="backends to compare (default both CPU)")
+                        choices=BACKEND_NAMES, help="backends to compare (default both CPU)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--precision", default="fp32", choices=TORCH_PRECISIONS,
                         help="torch backend: autocast precision (default fp32)")

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from vknet_ros.replay import ReplayReport
 
 
+from vknet_model.backends import BACKENDS
 from vknet_model.percentile import percentile
 
 
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the scores here")
     parser.add_argument("--image-topic", help="camera topic (default: /camera/image_raw or the only image topic)")
     parser.add_argument("--gt-topic", help="ground-truth topic (default /ground_truth/panoptic)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"))
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--vpq-stride", type=int, default=1, help="frames between labelled frames (default 1)")
     parser.add_argument("--no-vpq", action="store_true", help="STQ only")

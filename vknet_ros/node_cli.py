@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vknet_model.backends import BACKENDS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model file (.onnx or .pt); default: the bundled model")
-    parser.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"), help="inference backend")
+    parser.add_argument("--backend", choices=BACKENDS, help="inference backend")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--loopback", action="store_true",
                         help="loopback-only DDS with the shipped large-image Fast DDS profile")

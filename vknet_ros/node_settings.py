@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+from vknet_model.backends import BACKENDS
+
 INPUT_QOS = ("sensor_data", "reliable", "best_effort")
 PANOPTIC_ENCODINGS = ("16UC1", "32SC1")
 TORCH_PRECISIONS = ("fp32", "fp16", "bf16")  # vknet_model.backends.torch_backend.PRECISIONS, without torch

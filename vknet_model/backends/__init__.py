@@ -1,18 +1,32 @@
-"""Inference backends behind one interface, and the factory that picks one for a model file."""
+"""Inference backends behind one interface, and the factory that picks one for a model file.
+
+Importing this package loads no torch: command-line parsers and the node's settings read the backend names
+below, and ``Backend`` / ``BackendError`` (which need torch) are imported on first use.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from vknet_model.backends.base import Backend, BackendError
+if TYPE_CHECKING:
+    from vknet_model.backends.base import Backend, BackendError
 
 _LOG = logging.getLogger(__name__)
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+ONNX_BACKENDS = ("onnxruntime", "tensorrt")   # they run an exported .onnx with its model.json
+BACKEND_NAMES = ("torch", *ONNX_BACKENDS)     # every backend (``Backend.name``)
+BACKENDS = ("auto", *BACKEND_NAMES)           # what a user may ask for; auto picks by model file and device
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Backend", "BackendError"):
+        from vknet_model.backends import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_backend(model_path: str | Path, backend: str = "auto", device: str = "cpu", *,
@@ -24,6 +38,10 @@ def open_backend(model_path: str | Path, backend: str = "auto", device: str = "c
     ``torch_precision`` and ``cuda_graph`` are the torch backend's options (see ``TorchBackend``); asking for
     them with an ONNX file is an error rather than a silent no-op.
     """
+    import torch
+
+    from vknet_model.backends.base import BackendError
+
     model_path = Path(model_path)
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
@@ -31,7 +49,7 @@ def open_backend(model_path: str | Path, backend: str = "auto", device: str = "c
         raise BackendError(f"model file not found: {model_path}")
     is_checkpoint = model_path.suffix in CHECKPOINT_SUFFIXES
     if is_checkpoint:
-        if backend not in ("auto", "torch"):
+        if backend in ONNX_BACKENDS:
             raise BackendError(f"{model_path} is a PyTorch checkpoint: the {backend} backend needs an ONNX file "
                                f"(`vknet export --checkpoint {model_path} --out model.onnx`)")
         from vknet_model.backends.torch_backend import TorchBackend
@@ -60,4 +78,5 @@ def open_backend(model_path: str | Path, backend: str = "auto", device: str = "c
     return OnnxRuntimeBackend(model_path, providers=providers, spin_wait=ort_spin_wait)
 
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "open_backend"]
+__all__ = ["BACKENDS", "BACKEND_NAMES", "CHECKPOINT_SUFFIXES", "ONNX_BACKENDS", "Backend", "BackendError",
+           "open_backend"]

@@ -18,7 +18,7 @@ class Backend(ABC):
     """Runs the per-frame network; the caller owns the temporal state (``prev_kernels``).
 
     Attributes:
-        name: "torch", "onnxruntime" or "tensorrt".
+        name: one of ``vknet_model.backends.BACKEND_NAMES``.
         contract: I/O, config and class names of the loaded model.
         device: where inputs are expected and outputs live.
     """

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from vknet_model.backends.base import Backend, BackendError
-from vknet_model.contract import ContractError, ModelContract, TensorSpec, check_io, contract_path_for, file_sha256
+from vknet_model.contract import TensorSpec, check_io, load_verified_contract
 from vknet_model.network import VKNetOutput
 
 _LOG = logging.getLogger(__name__)
@@ -28,10 +28,7 @@ class OnnxRuntimeBackend(Backend):
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
             raise BackendError(f"ONNX model not found: {onnx_path}")
-        self.contract = ModelContract.load(contract_path_for(onnx_path))
-        if self.contract.onnx_sha256 and file_sha256(onnx_path) != self.contract.onnx_sha256:
-            raise ContractError(f"{onnx_path} does not match the sha256 in {contract_path_for(onnx_path)}: the "
-                                f"file was replaced or damaged after export; re-export it")
+        self.contract, _ = load_verified_contract(onnx_path)
         available = ort.get_available_providers()
         providers = providers or ["CPUExecutionProvider"]
         unknown = [p for p in providers if p not in available]

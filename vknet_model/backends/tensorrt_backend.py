@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import torch
 
 from vknet_model.backends.base import Backend, BackendError
-from vknet_model.contract import ContractError, ModelContract, TensorSpec, check_io, contract_path_for, file_sha256
+from vknet_model.contract import ContractError, ModelContract, TensorSpec, check_io, load_verified_contract
 from vknet_model.engine_cache import (
     EngineKey,
     atomic_write,
@@ -299,18 +299,6 @@ def deserialize_or_rebuild(prepare: Callable[[bool], PreparedEngine], deserializ
     return prepared, engine
 
 
-def load_verified_contract(onnx_path: Path) -> tuple[ModelContract, str]:
-    """The contract next to ``onnx_path`` and the file's sha256, after checking that they belong together."""
-    if not onnx_path.is_file():
-        raise BackendError(f"ONNX model not found: {onnx_path}")
-    contract = ModelContract.load(contract_path_for(onnx_path))
-    sha = file_sha256(onnx_path)
-    if contract.onnx_sha256 and sha != contract.onnx_sha256:
-        raise ContractError(f"{onnx_path} does not match the sha256 in {contract_path_for(onnx_path)}: the file was "
-                            f"replaced or damaged after export; re-export it")
-    return contract, sha
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Environment and TensorRT-touching code (needs TensorRT and a GPU; covered by the gpu-marked test)
 
@@ -458,6 +446,8 @@ def prepare_engine(onnx_path: str | Path, *, fp16: bool = True, cache_dir: str |
     trt = import_tensorrt()
     device = cuda_device(device_index)
     onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise BackendError(f"ONNX model not found: {onnx_path}")
     contract, sha = load_verified_contract(onnx_path)
     major, minor = torch.cuda.get_device_capability(device)
     gpu_name = torch.cuda.get_device_name(device)
