@@ -7,7 +7,7 @@ As upstream K-Net, the network's stride-8 mask and semantic logits are upsampled
 resolution (``train.loss_stride``, 4 by default) before matching and losses, and compared with soft targets
 (area fractions), so small and thin objects are learned rather than rounded away.
 
-What is computed (DESIGN.md 1.2), per frame (key and reference) of a training pair:
+What is computed, per frame (key and reference) of a training pair:
 
 * Initial kernels (``mask_logits[0]``): mask BCE x1 and dice x4 on the matched thing proposals and the stuff
   kernels of the stuff classes present, a rank CE x0.1 over the N_p thing proposals' initial masks (as
@@ -23,7 +23,7 @@ cosine similarity x1.0 over the association embeddings.
 
 Decisions (each also documented where it is implemented):
 
-* Matching per stage: as DESIGN.md says and as K-Net does by default (``post_assign=False``), update stage s
+* Matching per stage: as K-Net does by default (``post_assign=False``), update stage s
   is matched with the *detached predictions of stage s-1*: the first update stage with the initial masks and
   no class term (the initial kernels have no classifier), later stages with the previous stage's masks and
   class logits. The initial-kernel losses are matched with the initial masks. ``match_previous_stage=False``
@@ -226,7 +226,8 @@ def cosine_l2_loss(cosine: torch.Tensor, positives: torch.Tensor, *, pos_margin:
     (a negative below the margin costs nothing). Only the ``neg_pos_ub * num_pos`` hardest negatives (largest
     loss) are kept, so at most 3 negatives per positive; with no positive no negative is kept. The loss is the
     mean over the positives and kept negatives. (QDTrack mines only when ``num_neg / (num_pos + 1) > ub``; we
-    apply the cap "at most ub per positive" always, as DESIGN.md states it. ``neg_pos_ub <= 0`` keeps all.)
+    always apply the cap "at most ub per positive", so the negatives' share of the loss does not jump when
+    their count crosses QDTrack's threshold. ``neg_pos_ub <= 0`` keeps all.)
 
     Args:
         cosine: float [M_k, M_r] cosine similarities.
@@ -388,10 +389,10 @@ class VideoKNetCriterion(nn.Module):
             num_classes: K = T + S.
             weights: loss weights.
             focal_alpha, focal_gamma: focal loss (and focal matching cost) parameters.
-            match_previous_stage: match update stage s with stage s-1's detached predictions (DESIGN.md,
-                K-Net's default); False matches each stage with its own detached predictions.
+            match_previous_stage: match update stage s with stage s-1's detached predictions (K-Net's
+                default, ``post_assign=False``); False matches each stage with its own detached predictions.
             stage_reduction: "sum" (K-Net) or "mean" over the update stages.
-            cost_focal, cost_dice, cost_mask_bce: matching cost weights (DESIGN.md: 2, 4, 1). Kept apart
+            cost_focal, cost_dice, cost_mask_bce: matching cost weights (K-Net's assigner: 2, 4, 1). Kept apart
                 from the loss weights so that re-weighting a loss does not silently change the assignment.
             track_pos_margin, track_neg_margin, track_neg_pos_ub: :func:`cosine_l2_loss` parameters.
             upsample: factor from the network's mask resolution to the loss resolution (stride 8 -> 4: 2).

@@ -79,7 +79,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of the per-frame network (DESIGN.md 1.1-1.2). Defaults are the paper's R50."""
+    """Architecture of the per-frame network (backbone, pyramid, kernel head). Defaults are the paper's R50."""
 
     backbone_depth: int = 50          # 18, 34 or 50
     backbone_width: int = 64          # channels of the stem; 64 is the standard ResNet, "tiny" narrows it
@@ -127,7 +127,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class PostprocessConfig:
-    """Panoptic assembly thresholds (DESIGN.md 1.1)."""
+    """Panoptic assembly thresholds (:func:`vknet_model.panoptic.assemble_panoptic`, run inside the graph)."""
 
     instance_score_thr: float = 0.25
     overlap_thr: float = 0.6
@@ -136,7 +136,7 @@ class PostprocessConfig:
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """Online kernel tracker thresholds (DESIGN.md 1.3)."""
+    """Online kernel tracker thresholds and memory lengths (:class:`vknet_model.tracker.Tracker`)."""
 
     init_score_thr: float = 0.35        # an unmatched detection above this starts a track
     obj_score_thr: float = 0.3          # detections above this may take a track's id
@@ -165,7 +165,8 @@ class LossWeights:
         init_dice: dice on the initial kernels.
         rank: rank CE on the initial kernels.
         semantic: semantic CE on ``sem_logits``. K-Net puts weight 1.0 on its semantic loss (there a sigmoid
-            focal loss); we keep 1.0 for the softmax CE that DESIGN.md asks for.
+            focal loss); we keep 1.0 for the softmax CE used here instead, which gives each pixel one class,
+            as the panoptic assembly's semantic argmax reads it.
         track_ce: multi-positive CE on embedding dot products.
         track_l2: L2 loss on embedding cosine similarity.
         cost_focal, cost_dice, cost_mask_bce: matching cost of each term (2, 4, 1).
@@ -187,7 +188,7 @@ class LossWeights:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation (DESIGN.md 1.2); the training issue extends it."""
+    """How ``vknet train`` optimises: schedule, batches, crops and augmentation, losses (``loss``), logging."""
 
     lr: float = 1e-4
     weight_decay: float = 0.05

@@ -1,4 +1,4 @@
-"""FPN and the semantic FPN that fuses P2..P5 at stride 8 (DESIGN.md 1.1), optionally refined to stride 4.
+"""FPN and the semantic FPN that fuses P2..P5 at stride 8, optionally refined to stride 4.
 
 The fused map yields two features: a localisation map (thing proposals are read from it) and a
 semantic map (stuff kernels are the rows of ``conv_seg`` applied to it). Downstream kernels see

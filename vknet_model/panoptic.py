@@ -1,4 +1,4 @@
-"""Panoptic assembly as a static-shape tensor function (DESIGN.md 1.1), exported inside the graph.
+"""Panoptic assembly as a static-shape tensor function, the last step of the exported graph.
 
 Thing score = max over thing classes, stuff score = its own class. The mask probabilities are upsampled
 bilinearly from the mask stride to the merge stride before the vote. Every pixel goes to the kernel with the

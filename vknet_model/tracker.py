@@ -1,4 +1,4 @@
-"""Online kernel tracker (DESIGN.md 1.3): quasi-dense embedding association outside the network.
+"""Online kernel tracker: quasi-dense embedding association, outside the network.
 
 Each frame's kept thing segments are matched to a memory of live tracks and of last frame's unmatched
 detections ("backdrops") by the bi-softmax of embedding dot products, greedily in score order, as in
