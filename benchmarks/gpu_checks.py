@@ -32,7 +32,6 @@ from typing import Any
 import torch
 
 from vknet_model.config import resolve_config
-from vknet_model.network import num_kernels
 from vknet_model.panoptic import assemble_panoptic
 from vknet_ros import bench_cli
 
@@ -97,8 +96,9 @@ def run_bench(config: str, variant: tuple[str, str, bool], device: str, frames: 
 def time_assembly(config: str, device: str, reps: int = 100) -> dict[str, Any]:
     """Median time of assemble_panoptic on random inputs of the config's shapes (float32, as in FrameNet)."""
     cfg = resolve_config(config)
-    n, k = num_kernels(cfg), cfg.data.num_classes
-    h, w = cfg.model.input_height // 8, cfg.model.input_width // 8
+    n, k = cfg.num_kernels, cfg.data.num_classes
+    stride = cfg.model.mask_stride
+    h, w = cfg.model.input_height // stride, cfg.model.input_width // stride
     gen = torch.Generator(device=device).manual_seed(0)
     cls = torch.rand(n, k, generator=gen, device=device)
     masks = torch.randn(n, h, w, generator=gen, device=device) * 4
@@ -108,7 +108,8 @@ def time_assembly(config: str, device: str, reps: int = 100) -> dict[str, Any]:
     def once() -> None:
         assemble_panoptic(cls, masks, sem, num_proposals=cfg.model.num_proposals,
                           num_thing_classes=cfg.data.num_things, instance_score_thr=p.instance_score_thr,
-                          overlap_thr=p.overlap_thr, mask_thr=p.mask_thr)
+                          overlap_thr=p.overlap_thr, mask_thr=p.mask_thr, mask_stride=stride,
+                          upsample=stride // cfg.model.merge_stride)
 
     times = []
     with torch.inference_mode():
