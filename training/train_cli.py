@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing out/last.pt")
     parser.add_argument("--init", type=Path, help="start from this checkpoint's weights (fine-tuning)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    parser.add_argument("--time-limit", type=float, metavar="MINUTES",
+                        help="stop after this many minutes of training, with OUT/last.pt written: the same command "
+                             "resumes (for sittings, and lent GPUs with a time budget)")
+    parser.add_argument("--workers", type=int, help="override train.workers (data-loading processes per GPU/process)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
     from vknet_model.config import ConfigError, resolve_config
     from vknet_model.pretrained import PretrainedError
 
+    if args.time_limit is not None and args.time_limit <= 0:
+        print("error: --time-limit is in minutes and must be positive", file=sys.stderr)
+        return 2
+    if args.workers is not None and args.workers < 0:
+        print("error: --workers must be 0 (load in the training process) or more", file=sys.stderr)
+        return 2
     if args.data is None and not args.synthetic:
         print("error: give --data (a KITTI-STEP-layout folder) or --synthetic", file=sys.stderr)
         return 2
@@ -60,10 +70,12 @@ def run(args: argparse.Namespace) -> int:
                           backbone_weights=args.backbone_weights, split=args.split,
                           val_split=args.val_split or None, val_sequences=args.val_sequences, iters=args.iters,
                           device=args.device, resume=not args.no_resume, init=args.init,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress,
+                          time_limit_s=None if args.time_limit is None else 60.0 * args.time_limit,
+                          workers=args.workers)
         final = train(cfg, opts)
     except (ConfigError, DatasetError, CheckpointError, PretrainedError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"trained model: {final}")
+    print(f"trained model: {final}" if final.name == "model.pt" else f"stopped at the time limit: {final}")
     return 0

@@ -57,6 +57,8 @@ class RunOptions:
     resume: bool = True             # continue from out/last.pt when it exists
     init: Path | None = None        # start from these weights (fine-tuning)
     progress: bool = True
+    time_limit_s: float | None = None  # stop (resumably) once training has taken this long
+    workers: int | None = None      # overrides train.workers (data-loading processes)
 
 
 class PairModel(nn.Module):
@@ -273,7 +275,8 @@ class _Run:
         return start
 
     def train(self) -> Path:
-        """Step from ``start`` to ``iters``; return the final checkpoint's path."""
+        """Step from ``start`` to ``iters``; return the final checkpoint's path (``last.pt`` when the time
+        limit stopped the run first)."""
         from tqdm import tqdm
 
         _train_mode(self.net, self.cfg)
@@ -286,8 +289,34 @@ class _Run:
             if self.env.main:
                 row = self.record(step + 1, float(loss.detach()), parts, grad_norm)
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
+            if step + 1 < self.iters and self._out_of_time():
+                bar.close()
+                return self.pause(step + 1)
         bar.close()
         return self.finish()
+
+    def _out_of_time(self) -> bool:
+        """Whether ``opts.time_limit_s`` has passed, decided by rank 0 for every process (so that no rank
+        waits in a collective for one that stopped)."""
+        if self.opts.time_limit_s is None:
+            return False
+        stop = torch.tensor([float(time.perf_counter() - self.started > self.opts.time_limit_s)])
+        if self.env.world > 1:
+            stop = stop.to(self.env.device)
+            dist.broadcast(stop, src=0)
+        return bool(stop.item())
+
+    def pause(self, done: int) -> Path:
+        """Stop at iteration ``done`` within the time limit: ``last.pt`` holds everything to resume."""
+        if self.env.main:
+            if self.log_rows:
+                _append_csv(self.opts.out / "metrics.csv", self.log_rows, time.perf_counter() - self.started)
+                self.log_rows = []
+            save_checkpoint(self.last, self.net, self.cfg, step=done, optimizer=self.optimizer.state_dict(),
+                            scene_base=self.scene_base, scenes_after=self._scenes_after(done))
+            _LOG.info("time limit of %.0f s reached at iteration %d/%d: %s holds the run, the same command "
+                      "resumes it", self.opts.time_limit_s, done, self.iters, self.last)
+        return self.last
 
     def step(self, step: int, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float], float]:
         """One optimisation step on a batch of pairs; returns (loss, its weighted components, gradient norm)."""
@@ -393,13 +422,14 @@ def _training_batches(cfg: VKNetConfig, opts: RunOptions, env: _Distributed, *, 
     augment = AugmentConfig(crop=(t.crop[0], t.crop[1]), scale_range=(t.scale_range[0], t.scale_range[1]),
                             flip=t.flip, base_scale=t.input_scale)
     collate = PairCollate(cfg.data, (t.crop[0] // t.loss_stride, t.crop[1] // t.loss_stride))
+    workers = t.workers if opts.workers is None else opts.workers
     if opts.synthetic:
         stream = SyntheticPairStream(synth=SynthConfig(frames=SCENE_FRAMES), augment=augment,
                                      ref_offsets=t.ref_offsets, label_divisor=cfg.data.label_divisor,
                                      first_scene=first_scene, rank=env.rank, world=env.world, seed=t.seed)
         loader: DataLoader[dict[str, np.ndarray]] = DataLoader(
-            stream, batch_size=t.batch_size, num_workers=t.workers, collate_fn=collate,
-            worker_init_fn=single_thread_worker, persistent_workers=t.workers > 0)
+            stream, batch_size=t.batch_size, num_workers=workers, collate_fn=collate,
+            worker_init_fn=single_thread_worker, persistent_workers=workers > 0)
         return iter(loader), f"fresh synthetic scenes (seed {TRAIN_SCENE_SEED}, from scene {first_scene})"
     if opts.data is None:
         raise ValueError("--data is required unless training on --synthetic scenes")
@@ -409,8 +439,8 @@ def _training_batches(cfg: VKNetConfig, opts: RunOptions, env: _Distributed, *, 
     sampler: DistributedSampler[dict[str, np.ndarray]] = DistributedSampler(
         dataset, num_replicas=env.world, rank=env.rank, shuffle=True, seed=t.seed)
     loader = DataLoader(
-        dataset, batch_size=t.batch_size, sampler=sampler, num_workers=t.workers, collate_fn=collate,
-        worker_init_fn=_seed_worker, drop_last=True, persistent_workers=t.workers > 0)
+        dataset, batch_size=t.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
+        worker_init_fn=_seed_worker, drop_last=True, persistent_workers=workers > 0)
     batches = _batches(loader, sampler, start_epoch=start * t.batch_size * env.world // max(1, len(dataset)))
     return batches, f"{len(sequences)} sequences / {len(dataset)} frames"
 

@@ -132,6 +132,32 @@ def test_synthetic_stream_training_reports_the_train_held_out_gap(tiny_data: tup
     assert "from scene 20005" in caplog.text
 
 
+def test_a_time_limit_stops_resumably_and_the_same_command_finishes(tiny_data: tuple[Path, Path], tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    root, config_path = tiny_data
+    cfg = load_config(config_path)
+    out = tmp_path / "limited"
+    caplog.set_level("INFO")
+    opts = RunOptions(data=root, out=out, val_split=None, progress=False, time_limit_s=0.0, workers=0)
+    assert train(cfg, opts) == out / "last.pt"  # 0 s: stops after its first iteration
+    assert read_checkpoint(out / "last.pt")["step"] == 1 and not (out / "model.pt").exists()
+    assert "time limit of 0 s reached at iteration 1/4" in caplog.text
+    assert train(cfg, RunOptions(data=root, out=out, val_split=None, progress=False)) == out / "model.pt"
+    assert "resumed from" in caplog.text and read_checkpoint(out / "model.pt")["step"] == 4
+    with (out / "metrics.csv").open() as handle:
+        assert [int(row["step"]) for row in csv.DictReader(handle)] == [1, 2, 3, 4]
+
+
+def test_train_refuses_a_time_limit_or_worker_count_that_cannot_be(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from vknet_cli import main
+
+    base = ["train", "--config", "tiny", "--synthetic", "--out", str(tmp_path / "run")]
+    assert main([*base, "--time-limit", "0"]) == 2 and "must be positive" in capsys.readouterr().err
+    assert main([*base, "--workers", "-1"]) == 2 and "--workers" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_weights_written_before_scenes_were_recorded_are_bounded_from_their_step() -> None:
     assert scenes_trained_on({"step": 24750, "config": {"train": {"batch_size": 2}}}) == 59_500
     assert scenes_trained_on({"step": 0}) == 0
