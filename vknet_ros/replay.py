@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from vknet_ros.spinner import BackgroundSpinner
 
 _LOG = logging.getLogger(__name__)
 READY_TIMEOUT_S = 120.0
+FINAL_ANSWER_TIMEOUT_S = 10.0  # at a fixed rate: how long the last frame's answer may still take
+DIAGNOSTICS_TIMEOUT_S = 5.0    # the node publishes its counters every diagnostics_period_s (1 s by default)
+POLL_S = 0.02                  # how often a wait looks again at the node process and the matching state
 
 
 class FrameSource(Protocol):
@@ -62,31 +65,218 @@ class ReplayReport:
         return percentile(self.latencies_ms, q)
 
 
-def _start_node(params: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "vknet_ros.node", "--ros-args", "-r", "__node:=vknet_replay"]
-    for name, value in params.items():
-        cmd += ["-p", f"{name}:={value}"]
-    log = log_path.open("wb")
-    _LOG.info("starting the node: %s", " ".join(cmd))
-    return popen_tied_to_parent(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
-                                start_new_session=True)
+class _NodeProcess:
+    """The node under test: ``python -m vknet_ros.node`` in its own process, its output in ``log_path``."""
 
+    def __init__(self, params: dict[str, str], log_path: Path) -> None:
+        cmd = [sys.executable, "-m", "vknet_ros.node", "--ros-args", "-r", "__node:=vknet_replay"]
+        for name, value in params.items():
+            cmd += ["-p", f"{name}:={value}"]
+        self.log_path = log_path
+        _LOG.info("starting the node: %s", " ".join(cmd))
+        with log_path.open("wb") as log:  # the child writes to its own copy of the descriptor
+            self.proc = popen_tied_to_parent(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+                                             start_new_session=True)
 
-def _stop_node(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+    def tail(self, lines: int = 20) -> str:
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def raise_if_failed(self, *, starting: bool = False) -> None:
+        """ReplayError if the node exited or, while ``starting``, logged that it could not configure."""
+        if self.proc.poll() is not None:
+            when = " before it was ready" if starting else ""
+            raise ReplayError(f"the node exited with code {self.proc.returncode}{when}:\n{self.tail()}")
+        if starting and "configure failed" in self.tail():
+            raise ReplayError(f"the node could not configure:\n{self.tail()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
 
 
-def _log_tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+class _Player:
+    """This process's side of DDS: sends frames on ``image``, queues the node's ``panoptic`` answers, hands
+    its ``overlay`` images to ``on_overlay`` and keeps its latest ``/diagnostics`` counters."""
+
+    def __init__(self, on_overlay: Callable[[np.ndarray], None] | None) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        from vknet_ros.conversions import image_msg_to_rgb
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = Node("vknet_replay_player", context=self.context)
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(self.node)
+        self.answers: queue.Queue[tuple[int, np.ndarray, float]] = queue.Queue()
+        self.diagnostics: dict[str, str] = {}
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.publisher = self.node.create_publisher(Image, "image",
+                                                    QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        # The topics whose publishers must be matched before the first frame goes out.
+        self._inputs = [self.node.create_subscription(Image, "panoptic", self._on_panoptic, reliable)]
+        if on_overlay is not None:
+            self._inputs.append(self.node.create_subscription(
+                Image, "overlay", lambda msg: on_overlay(image_msg_to_rgb(msg)), reliable))
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, reliable)
+        self._spinner = BackgroundSpinner(executor, name="vknet_replay_spinner")
+
+    def _on_panoptic(self, msg: Any) -> None:
+        from vknet_ros.conversions import image_msg_to_labels
+
+        stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        self.answers.put((stamp, image_msg_to_labels(msg).astype(np.int32), time.perf_counter()))
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            if status.name.startswith("vknet_replay"):
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+    def _matched_publishers(self, subscription: Any) -> int:
+        # Subscription.get_publisher_count (matched writers) is rclpy >= Iron; Humble has only the graph count.
+        count = getattr(subscription, "get_publisher_count", None)
+        return int(count()) if count is not None else int(self.node.count_publishers(subscription.topic_name))
+
+    def matched(self) -> bool:
+        """The node's image subscription matched our publisher, and its answers' publishers our subscriptions.
+
+        A reliable writer delivers to every reader it has matched, so from here on no frame and no answer is
+        lost. (The node creates its endpoints after it has discovered ours, so it matches before we see it.)
+        """
+        return self.publisher.get_subscription_count() > 0 and all(
+            self._matched_publishers(s) > 0 for s in self._inputs)
+
+    def send(self, frame: BagFrame) -> float:
+        """Publish ``frame`` (stamped with its own time); return when it was sent (perf_counter)."""
+        from std_msgs.msg import Header
+
+        from vknet_ros.conversions import rgb_to_image_msg
+
+        header = Header(frame_id=frame.frame_id)
+        header.stamp.sec, header.stamp.nanosec = divmod(frame.stamp_ns, 10**9)
+        msg = rgb_to_image_msg(frame.image, header)
+        sent_at = time.perf_counter()
+        self.publisher.publish(msg)
+        return sent_at
+
+    def stop_spinning(self) -> None:
+        """Join the thread that runs the callbacks (before anything it spins is destroyed)."""
+        if not self._spinner.stop():
+            _LOG.warning("the replay's executor thread did not stop within 5 s")
+
+    def destroy(self) -> None:
+        import rclpy
+
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+class _Pending:
+    """Frames sent and not answered yet, oldest first, resolved as answers arrive.
+
+    Answers come in input order, so the answer to frame k means the node dropped every older pending frame.
+    """
+
+    def __init__(self, report: ReplayReport, on_answer: Callable[[BagFrame, np.ndarray | None], None]) -> None:
+        self.report = report
+        self.on_answer = on_answer
+        self.frames: deque[tuple[BagFrame, float]] = deque()
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def add(self, frame: BagFrame, sent_at: float) -> None:
+        self.frames.append((frame, sent_at))
+        self.report.sent += 1
+
+    def holds(self, stamp_ns: int) -> bool:
+        return any(f.stamp_ns == stamp_ns for f, _ in self.frames)
+
+    def resolve(self, stamp_ns: int, panoptic: np.ndarray, arrived: float) -> None:
+        """The node answered the frame stamped ``stamp_ns``."""
+        while self.frames and self.frames[0][0].stamp_ns < stamp_ns:
+            self.drop_oldest()
+        if self.frames and self.frames[0][0].stamp_ns == stamp_ns:
+            frame, sent_at = self.frames.popleft()
+            self.report.latencies_ms.append(1e3 * (arrived - sent_at))
+            self.report.answered += 1
+            self.on_answer(frame, panoptic)
+
+    def drop_oldest(self) -> None:
+        self.on_answer(self.frames.popleft()[0], None)
+        self.report.dropped += 1
+
+
+def _wait_until(condition: Callable[[], bool], timeout_s: float, node: _NodeProcess, *,
+                starting: bool = False) -> bool:
+    """Wait for ``condition``; False after ``timeout_s``. ReplayError as soon as the node fails."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        node.raise_if_failed(starting=starting)
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
+def _settle(player: _Player, node: _NodeProcess, pending: _Pending, until: int | None, timeout_s: float) -> None:
+    """Resolve the answers that have arrived; with ``until``, first wait up to ``timeout_s`` for the answer
+    to the pending frame stamped ``until``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        waiting = until is not None and pending.holds(until)
+        try:
+            answer = player.answers.get(timeout=POLL_S if waiting else 0.0)
+        except queue.Empty:
+            if not waiting or time.monotonic() > deadline:
+                return
+            node.raise_if_failed()
+            continue
+        pending.resolve(*answer)
+
+
+def _play(reader: FrameSource, player: _Player, node: _NodeProcess, pending: _Pending, *, rate_hz: float | None,
+          answer_timeout_s: float, progress: bool) -> float:
+    """Send every frame, lockstep or at ``rate_hz``, and resolve every answer; return the wall time."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    with tqdm(unit="frame", desc="replay", disable=not progress) as bar:
+        for k, frame in enumerate(reader.frames()):
+            if k == 0:
+                # The clock starts with the first decoded frame: opening the bag must not make the first
+                # frames late and then sent back to back (the node would rightly drop one of them).
+                start = time.perf_counter()
+            if rate_hz is not None:
+                delay = start + k / rate_hz - time.perf_counter()  # the camera's clock
+                if delay > 0:
+                    time.sleep(delay)
+            pending.add(frame, player.send(frame))
+            if rate_hz is None:
+                _settle(player, node, pending, frame.stamp_ns, answer_timeout_s)
+                if pending:
+                    raise ReplayError(f"no answer to frame {k} within {answer_timeout_s:.0f} s:\n{node.tail()}")
+            else:
+                _settle(player, node, pending, None, 0.0)
+            bar.update(1)
+        if pending:
+            _settle(player, node, pending, pending.frames[-1][0].stamp_ns, FINAL_ANSWER_TIMEOUT_S)
+        while pending:
+            pending.drop_oldest()
+    return time.perf_counter() - start
 
 
 def replay_through_node(reader: FrameSource, *, model: Path, backend: str = "auto", device: str = "cpu",
@@ -100,125 +290,36 @@ def replay_through_node(reader: FrameSource, *, model: Path, backend: str = "aut
 
     The caller sets up DDS (``vknet_ros.dds_env.apply_loopback_environment``) before calling.
     """
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
-    from std_msgs.msg import Header
-    from tqdm import tqdm
-
-    from vknet_ros.conversions import image_msg_to_labels, image_msg_to_rgb, rgb_to_image_msg
-
     if rate_hz is not None and rate_hz <= 0:
         raise ValueError(f"rate must be positive, got {rate_hz}")
     work_dir.mkdir(parents=True, exist_ok=True)
-    log_path = work_dir / "node.log"
     params = {"model": str(model), "backend": backend, "device": device, "input_qos": "reliable",
               "input_depth": "10", "publish_semantic": "false",
               "publish_markers": "false", "publish_overlay": "true" if on_overlay else "false"}
-    proc = _start_node(params, log_path)
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = Node("vknet_replay_player", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    answers: queue.Queue[tuple[int, np.ndarray, float]] = queue.Queue()
-    report = ReplayReport()
-    reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-
-    def on_panoptic(msg: Image) -> None:
-        stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-        answers.put((stamp, image_msg_to_labels(msg).astype(np.int32), time.perf_counter()))
-
-    def on_diagnostics(msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name.startswith("vknet_replay"):
-                report.node_diagnostics = {kv.key: kv.value for kv in status.values}
-
-    publisher = node.create_publisher(Image, "image", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-    node.create_subscription(Image, "panoptic", on_panoptic, reliable)
-    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, reliable)
-    if on_overlay is not None:
-        node.create_subscription(Image, "overlay", lambda m: on_overlay(image_msg_to_rgb(m)), reliable)
-    spinner = BackgroundSpinner(executor, name="vknet_replay_spinner")
-    pending: deque[tuple[BagFrame, float]] = deque()
-
-    def settle(block_until: int | None, timeout: float) -> None:
-        """Take answers off the queue and resolve pending frames (until the answer to ``block_until``)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            waiting_for = block_until is not None and any(f.stamp_ns == block_until for f, _ in pending)
-            try:
-                stamp, panoptic, arrived = answers.get(timeout=0.05 if waiting_for else 0.0)
-            except queue.Empty:
-                if not waiting_for or time.monotonic() > deadline:
-                    return
-                if proc.poll() is not None:
-                    raise ReplayError(f"the node exited with code {proc.returncode}:\n{_log_tail(log_path)}") from None
-                continue
-            while pending and pending[0][0].stamp_ns < stamp:
-                on_answer(pending.popleft()[0], None)
-                report.dropped += 1
-            if pending and pending[0][0].stamp_ns == stamp:
-                frame, sent_at = pending.popleft()
-                report.latencies_ms.append(1e3 * (arrived - sent_at))
-                report.answered += 1
-                on_answer(frame, panoptic)
-
+    node = _NodeProcess(params, work_dir / "node.log")
     try:
-        deadline = time.monotonic() + ready_timeout_s
-        while publisher.get_subscription_count() == 0 or node.count_publishers("panoptic") == 0:
-            if proc.poll() is not None:
-                raise ReplayError(f"the node exited with code {proc.returncode} before it was ready:\n"
-                                  f"{_log_tail(log_path)}")
-            if "configure failed" in _log_tail(log_path):
-                raise ReplayError(f"the node could not configure:\n{_log_tail(log_path)}")
-            if time.monotonic() > deadline:
-                raise ReplayError(f"the node was not ready after {ready_timeout_s:.0f} s:\n{_log_tail(log_path)}")
-            time.sleep(0.05)
-        time.sleep(0.2)  # let the reliable readers finish matching
-        start = time.perf_counter()
-        with tqdm(unit="frame", desc="replay", disable=not progress) as bar:
-            for k, frame in enumerate(reader.frames()):
-                if k == 0:
-                    # The clock starts with the first decoded frame: opening the bag must not make the first
-                    # frames late and then sent back to back (the node would rightly drop one of them).
-                    start = time.perf_counter()
-                if rate_hz is not None:
-                    delay = start + k / rate_hz - time.perf_counter()
-                    if delay > 0:
-                        time.sleep(delay)
-                header = Header(frame_id=frame.frame_id)
-                header.stamp.sec, header.stamp.nanosec = divmod(frame.stamp_ns, 10**9)
-                msg = rgb_to_image_msg(frame.image, header)
-                pending.append((frame, time.perf_counter()))
-                publisher.publish(msg)
-                report.sent += 1
-                if rate_hz is None:
-                    settle(frame.stamp_ns, answer_timeout_s)
-                    if pending:
-                        raise ReplayError(f"no answer to frame {k} within {answer_timeout_s:.0f} s:\n"
-                                          f"{_log_tail(log_path)}")
-                else:
-                    settle(None, 0.0)
-                bar.update(1)
-            if pending:
-                settle(pending[-1][0].stamp_ns, 10.0)
-            while pending:
-                on_answer(pending.popleft()[0], None)
-                report.dropped += 1
-        report.wall_s = time.perf_counter() - start
-        time.sleep(1.1)  # one more diagnostics period, for the node's own counters
+        player = _Player(on_overlay)
+    except BaseException:
+        node.stop()
+        raise
+    report = ReplayReport()
+    try:
+        if not _wait_until(player.matched, ready_timeout_s, node, starting=True):
+            raise ReplayError(f"the node was not ready after {ready_timeout_s:.0f} s:\n{node.tail()}")
+        report.wall_s = _play(reader, player, node, _Pending(report, on_answer), rate_hz=rate_hz,
+                              answer_timeout_s=answer_timeout_s, progress=progress)
+        # The node's own counters, once a /diagnostics message counts every answered frame.
+        if not _wait_until(lambda: int(player.diagnostics.get("processed", -1)) >= report.answered,
+                           DIAGNOSTICS_TIMEOUT_S, node):
+            _LOG.warning("no node diagnostics counting the %d answered frames within %.0f s", report.answered,
+                         DIAGNOSTICS_TIMEOUT_S)
+        report.node_diagnostics = dict(player.diagnostics)
     finally:
         # The player's thread is joined before anything it spins is destroyed; the node is stopped while
         # this side's DDS participant is still up, so it leaves the graph cleanly.
-        if not spinner.stop():
-            _LOG.warning("the replay's executor thread did not stop within 5 s")
-        _stop_node(proc)
-        node.destroy_node()
-        rclpy.shutdown(context=context)
+        player.stop_spinning()
+        node.stop()
+        player.destroy()
     return report
 
 
