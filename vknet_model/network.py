@@ -205,8 +205,3 @@ def build_frame_net(cfg: VKNetConfig, net: VKNet | None = None) -> FrameNet:
     """The deployable per-frame network around ``net`` (a fresh one when None)."""
     return FrameNet(net=net if net is not None else build_model(cfg), num_thing_classes=cfg.data.num_things,
                     merge_stride=cfg.model.merge_stride)
-
-
-def num_kernels(cfg: VKNetConfig) -> int:
-    """``cfg.num_kernels``; kept only for benchmarks/gpu_checks.py until it reads that property."""
-    return cfg.num_kernels

@@ -55,8 +55,8 @@ def slot_scores_and_labels(cls_scores: torch.Tensor, *, num_proposals: int,
 
 def assemble_panoptic(cls_scores: torch.Tensor, mask_logits: torch.Tensor, sem_logits: torch.Tensor, *,
                       num_proposals: int, num_thing_classes: int, instance_score_thr: float | torch.Tensor,
-                      overlap_thr: float | torch.Tensor, mask_thr: float | torch.Tensor, mask_stride: int = 8,
-                      upsample: int = 4) -> PanopticSlots:
+                      overlap_thr: float | torch.Tensor, mask_thr: float | torch.Tensor, mask_stride: int,
+                      upsample: int) -> PanopticSlots:
     """Merge kernel predictions of one image into a panoptic slot map.
 
     Args:
