@@ -53,7 +53,6 @@ class TrackedObjectInfo:
     mask_area: int
     centroid: tuple[float, float]
     age: int
-    frames_since_seen: int = 0
 
 
 @dataclass

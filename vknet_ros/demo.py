@@ -27,12 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from vknet_model.backends import BACKENDS
 from vknet_ros.bags import BagFrame
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="checkpoint or .onnx (default: the bundled model)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"))
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--frames", type=int, default=30, help="frames in the synthetic sequence (default 30)")
     parser.add_argument("--sequence", type=int, default=2000, help="synthetic sequence index (default 2000)")

@@ -25,7 +25,7 @@ def tracks_msg(objects: Sequence[TrackedObjectInfo], header: Header) -> TrackedO
             score=float(o.score),
             bbox=BoundingBox2D(center_x=(x1 + x2) / 2, center_y=(y1 + y2) / 2, size_x=x2 - x1, size_y=y2 - y1),
             mask_area=int(o.mask_area), centroid=Point(x=float(o.centroid[0]), y=float(o.centroid[1]), z=0.0),
-            age=int(o.age), frames_since_seen=int(o.frames_since_seen)))
+            age=int(o.age)))
     return out
 
 

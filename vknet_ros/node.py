@@ -35,6 +35,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float32, Header
 from visualization_msgs.msg import MarkerArray
 
+from vknet_model.backends import CHECKPOINT_SUFFIXES, ONNX_BACKENDS
 from vknet_model.percentile import percentile
 from vknet_model.pipeline import FrameResult, Pipeline
 from vknet_ros.conversions import (
@@ -98,7 +99,7 @@ def load_pipeline(settings: NodeSettings) -> tuple[Pipeline, str]:
     backend = settings.backend
     if backend == "tensorrt" and not device.startswith("cuda"):
         raise SettingsError("backend tensorrt needs a CUDA device (device=cuda)")
-    if model.suffix in (".pt", ".pth") and backend in ("onnxruntime", "tensorrt"):
+    if model.suffix in CHECKPOINT_SUFFIXES and backend in ONNX_BACKENDS:
         raise SettingsError(f"{model} is a checkpoint: backend {backend} needs an exported .onnx "
                             f"(`vknet export --checkpoint {model} --out model.onnx`)")
     # The panoptic map is built in its message encoding's dtype: no conversion or range check per frame.

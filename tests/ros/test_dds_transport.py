@@ -53,7 +53,7 @@ def _tracks(index: int) -> TrackedObjectArray:
         track_id=2**40 + 10 * index + k, instance=1 + k, class_id=11 + 2 * (k % 2),
         class_name="person" if k % 2 == 0 else "car", score=0.25 + 0.25 * k,
         bbox=BoundingBox2D(center_x=100.5 + k, center_y=50.25, size_x=30.0 + index, size_y=60.0),
-        mask_area=1234 + k, centroid=Point(x=99.5, y=49.75 + k, z=0.0), age=index + k, frames_since_seen=k,
+        mask_area=1234 + k, centroid=Point(x=99.5, y=49.75 + k, z=0.0), age=index + k,
     ) for k in range(3)]
     return TrackedObjectArray(header=Header(stamp=Time(sec=2000 + index, nanosec=index), frame_id="camera"),
                               objects=objects)
