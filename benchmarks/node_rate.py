@@ -5,7 +5,7 @@ rates and reports, per rate, frames answered and dropped and the latency percent
 highest rate with < 5 % drops. Frames are KITTI-sized (1242x375 rgb8) from `vknet synth`.
 
 Usage: python benchmarks/node_rate.py [--rates 2 5 10 15 20] [--frames 40] [--model M | --config r50]
-       [--backend auto] [--json benchmarks/node_rate.json]
+       [--backend auto] [--all-outputs] [--json benchmarks/node_rate.json]
 
 --config times a random-weight model of that config (seed 0, exported to ONNX first), which costs what a
 trained one does: the node's overhead against a large network without training one.
@@ -55,6 +55,8 @@ def main() -> int:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/node_rate.json"))
+    parser.add_argument("--all-outputs", action="store_true",
+                        help="subscribe to every output (semantic, overlay, markers too), as RViz users do")
     args = parser.parse_args()
     if args.config and args.model:
         parser.error("give --model or --config, not both")
@@ -69,7 +71,8 @@ def main() -> int:
         for rate in sorted(args.rates):
             report = replay_through_node(BagReader(root / "bag"), model=model, backend=args.backend,
                                          device=args.device, rate_hz=rate, work_dir=root / f"work_{rate:g}",
-                                         on_answer=lambda frame, panoptic: None, progress=False)
+                                         on_answer=lambda frame, panoptic: None, progress=False,
+                                         every_output=args.all_outputs)
             row = {"rate_hz": rate, "sent": report.sent, "answered": report.answered, "dropped": report.dropped,
                    "drop_fraction": report.dropped / max(report.sent, 1),
                    "latency_ms_p50": report.percentile(0.5), "latency_ms_p90": report.percentile(0.9),
@@ -90,6 +93,7 @@ def main() -> int:
           f"(model {described}, ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']})")
     result = {"machine": f"{platform.node()} {platform.machine()}", "date": time.strftime("%Y-%m-%d"),
               "model": described, "backend": args.backend, "device": args.device, "frames": args.frames,
+              "outputs": "all" if args.all_outputs else "panoptic and tracks",
               "image": [375, 1242], "max_drop": MAX_DROP, "highest_rate_hz": best, "rates": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -15,6 +15,7 @@ for frame k means every unanswered frame before k was dropped; scoring streams a
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
@@ -60,6 +61,7 @@ class ReplayReport:
     latencies_ms: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     node_diagnostics: dict[str, str] = field(default_factory=dict)
+    other_outputs: dict[str, int] = field(default_factory=dict)  # messages received per topic (every_output)
 
     def percentile(self, q: float) -> float:
         return percentile(self.latencies_ms, q)
@@ -106,7 +108,7 @@ class _Player:
     """This process's side of DDS: sends frames on ``image``, queues the node's ``panoptic`` answers, hands
     its ``overlay`` images to ``on_overlay`` and keeps its latest ``/diagnostics`` counters."""
 
-    def __init__(self, on_overlay: Callable[[np.ndarray], None] | None) -> None:
+    def __init__(self, on_overlay: Callable[[np.ndarray], None] | None, every_output: bool = False) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
@@ -123,6 +125,7 @@ class _Player:
         executor.add_node(self.node)
         self.answers: queue.Queue[tuple[int, np.ndarray, float]] = queue.Queue()
         self.diagnostics: dict[str, str] = {}
+        self.received: collections.Counter[str] = collections.Counter()
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.publisher = self.node.create_publisher(Image, "image",
                                                     QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
@@ -131,6 +134,15 @@ class _Player:
         if on_overlay is not None:
             self._inputs.append(self.node.create_subscription(
                 Image, "overlay", lambda msg: on_overlay(image_msg_to_rgb(msg)), reliable))
+        if every_output:  # the node builds its visual outputs only for subscribers: be one (and discard them)
+            from visualization_msgs.msg import MarkerArray
+
+            listened = [("semantic", Image), ("markers", MarkerArray)]
+            listened += [("overlay", Image)] if on_overlay is None else []
+            for topic, kind in listened:
+                self.received[topic] = 0
+                self._inputs.append(self.node.create_subscription(
+                    kind, topic, lambda msg, topic=topic: self.received.update((topic,)), reliable))
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, reliable)
         self._spinner = BackgroundSpinner(executor, name="vknet_replay_spinner")
 
@@ -284,9 +296,12 @@ def replay_through_node(reader: FrameSource, *, model: Path, backend: str = "aut
                         on_answer: Callable[[BagFrame, np.ndarray | None], None],
                         on_overlay: Callable[[np.ndarray], None] | None = None,
                         answer_timeout_s: float = 60.0, ready_timeout_s: float = READY_TIMEOUT_S,
-                        progress: bool = True) -> ReplayReport:
+                        progress: bool = True, every_output: bool = False) -> ReplayReport:
     """Play every frame of ``reader`` into a freshly started node; call ``on_answer(frame, panoptic)`` per frame
     in order (``panoptic`` is None for a frame the node dropped).
+
+    ``every_output`` subscribes to (and discards) the semantic, overlay and marker topics as well, so the node
+    builds every output it has, as it does for a user watching all of them in RViz.
 
     The caller sets up DDS (``vknet_ros.dds_env.apply_loopback_environment``) before calling.
     """
@@ -294,11 +309,12 @@ def replay_through_node(reader: FrameSource, *, model: Path, backend: str = "aut
         raise ValueError(f"rate must be positive, got {rate_hz}")
     work_dir.mkdir(parents=True, exist_ok=True)
     params = {"model": str(model), "backend": backend, "device": device, "input_qos": "reliable",
-              "input_depth": "10", "publish_semantic": "false",
-              "publish_markers": "false", "publish_overlay": "true" if on_overlay else "false"}
+              "input_depth": "10", "publish_semantic": str(every_output).lower(),
+              "publish_markers": str(every_output).lower(),
+              "publish_overlay": str(every_output or on_overlay is not None).lower()}
     node = _NodeProcess(params, work_dir / "node.log")
     try:
-        player = _Player(on_overlay)
+        player = _Player(on_overlay, every_output)
     except BaseException:
         node.stop()
         raise
@@ -314,6 +330,9 @@ def replay_through_node(reader: FrameSource, *, model: Path, backend: str = "aut
             _LOG.warning("no node diagnostics counting the %d answered frames within %.0f s", report.answered,
                          DIAGNOSTICS_TIMEOUT_S)
         report.node_diagnostics = dict(player.diagnostics)
+        # The other outputs of the last frames may still be on their way after its panoptic image.
+        _wait_until(lambda: all(n >= report.answered for n in player.received.values()), DIAGNOSTICS_TIMEOUT_S, node)
+        report.other_outputs = dict(player.received)
     finally:
         # The player's thread is joined before anything it spins is destroyed; the node is stopped while
         # this side's DDS participant is still up, so it leaves the graph cleanly.

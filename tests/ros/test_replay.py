@@ -52,6 +52,16 @@ def test_replay_at_a_rate_the_node_keeps_up_with(bag: Path, exported_tiny: Any, 
     assert abs(a["STQ"] - b["STQ"]) <= 1e-3
 
 
+def test_every_output_is_built_and_received_when_asked(bag: Path, exported_tiny: Any, tmp_path: Path) -> None:
+    apply_loopback_environment()
+    answered = []
+    report = replay_through_node(BagReader(bag), model=exported_tiny[2], work_dir=tmp_path / "work",
+                                 on_answer=lambda frame, panoptic: answered.append(panoptic is not None),
+                                 progress=False, every_output=True)
+    assert report.sent == report.answered == 10 and all(answered)
+    assert report.other_outputs == {"semantic": 10, "markers": 10, "overlay": 10}
+
+
 def test_a_node_that_cannot_load_its_model_is_reported(bag: Path, tmp_path: Path, exported_tiny: Any) -> None:
     broken = tmp_path / "model.onnx"
     broken.write_bytes(b"garbage")
