@@ -50,8 +50,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The parsed command line. Everything from ``--ros-args`` on belongs to ROS (``vknet node``'s documented
+    form): argparse would read it as an unknown option, so it is split off first and handed over whole."""
+    parser = build_parser()
+    ros: list[str] = []
+    if "--ros-args" in argv:
+        at = argv.index("--ros-args")
+        argv, ros = argv[:at], argv[at:]
+    args = parser.parse_args(argv)
+    if ros:
+        if not hasattr(args, "ros_args"):
+            parser.error(f"--ros-args belongs to `vknet node`, not `vknet {args.command}`")
+        args.ros_args = [*ros, *(a for a in args.ros_args if a != "--")]  # `vknet node -- --ros-args ...` too
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:

@@ -97,6 +97,19 @@ def test_node_cli_turns_shortcuts_into_parameters() -> None:
     assert node_arguments(plain) == []
 
 
+def test_the_documented_node_command_lines_parse(capsys: pytest.CaptureFixture[str]) -> None:
+    from vknet_cli import parse_args
+
+    # README / `vknet node --help` form: --ros-args straight after the options (argparse had refused it).
+    args = parse_args(["node", "--model", "m.onnx", "--ros-args", "-r", "image:=/cam", "-p", "device:=cpu"])
+    assert node_arguments(args) == ["--ros-args", "-p", "model:=m.onnx", "-r", "image:=/cam", "-p", "device:=cpu"]
+    assert node_arguments(parse_args(["node", "--", "--ros-args", "-r", "image:=/cam"])) == [
+        "--ros-args", "-r", "image:=/cam"]
+    with pytest.raises(SystemExit):
+        parse_args(["synth", "--out", "x", "--ros-args", "-r", "a:=b"])
+    assert "belongs to `vknet node`" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
                     reason="launch_ros is not installed (no PyPI wheels for it); the launch files are checked "
                            "statically above")
