@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from vknet_model.pipeline import Pipeline
 
     try:
-        pipeline = Pipeline.from_model(resolve_model(args.model), backend=args.backend, device=args.device)
+        model = resolve_model(args.model, backend=args.backend)
+        pipeline = Pipeline.from_model(model, backend=args.backend, device=args.device)
         from vknet_data.datasets import kitti_step_sequences
 
         sequences = kitti_step_sequences(args.data, args.split, pipeline.data.label_divisor)

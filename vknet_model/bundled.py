@@ -16,9 +16,10 @@ BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "tiny_synth.pt"
 BUNDLED_ONNX = BUNDLED_MODEL.with_suffix(".onnx")
 
 
-def resolve_model(model: str | Path | None, *, prefer_onnx: bool = False) -> Path:
-    """``model`` if given, else the bundled model (its ONNX export with ``prefer_onnx``); a clear error if the
-    file is not there."""
+def resolve_model(model: str | Path | None, *, prefer_onnx: bool = False, backend: str = "auto") -> Path:
+    """``model`` if given, else the bundled model in the form ``backend`` runs (the checkpoint for torch, the
+    ONNX export for ONNX Runtime and TensorRT; for "auto" the export with ``prefer_onnx``); a clear error if
+    the file is not there."""
     if model is not None:
         path = Path(model)
         if not path.exists():
@@ -27,6 +28,11 @@ def resolve_model(model: str | Path | None, *, prefer_onnx: bool = False) -> Pat
     if not BUNDLED_MODEL.is_file():
         raise FileNotFoundError(f"the bundled model {BUNDLED_MODEL} is missing from this installation; "
                                 f"pass --model (a .pt checkpoint or an exported .onnx)")
-    chosen = BUNDLED_ONNX if prefer_onnx and BUNDLED_ONNX.is_file() else BUNDLED_MODEL
+    from vknet_model.backends import ONNX_BACKENDS
+
+    onnx = backend in ONNX_BACKENDS or (backend == "auto" and prefer_onnx)
+    if onnx and not BUNDLED_ONNX.is_file():
+        raise FileNotFoundError(f"the bundled model's ONNX export {BUNDLED_ONNX} is missing from this installation")
+    chosen = BUNDLED_ONNX if onnx else BUNDLED_MODEL
     _LOG.info("using the bundled model %s (tiny, trained on synthetic data)", chosen)
     return chosen

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from vknet_ros.replay import ReplayError, describe, replay_through_node
 
     try:
-        model = resolve_model(args.model, prefer_onnx=True)
+        model = resolve_model(args.model, prefer_onnx=True, backend=args.backend)
         data = model_config(model).data  # scored in the model's own label space
     except (FileNotFoundError, CheckpointError, ConfigError, ContractError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     pipeline: Pipeline | None = None
     try:
         # Through the node, the node process loads the model: here only its config is needed.
-        model = resolve_model(args.model, prefer_onnx=args.through_node)
+        model = resolve_model(args.model, prefer_onnx=args.through_node, backend=args.backend)
         if args.through_node:
             config = model_config(model)
             data, reset_gap_s = config.data, config.tracker.reset_gap_s

@@ -95,8 +95,8 @@ def load_pipeline(settings: NodeSettings) -> tuple[Pipeline, str]:
     from vknet_model.bundled import resolve_model
 
     device = choose_device(settings.device)
-    model = resolve_model(settings.model or None, prefer_onnx=True)
     backend = settings.backend
+    model = resolve_model(settings.model or None, prefer_onnx=True, backend=backend)
     if backend == "tensorrt" and not device.startswith("cuda"):
         raise SettingsError("backend tensorrt needs a CUDA device (device=cuda)")
     if model.suffix in CHECKPOINT_SUFFIXES and backend in ONNX_BACKENDS:
