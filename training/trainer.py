@@ -310,7 +310,7 @@ class _Run:
         """Stop at iteration ``done`` within the time limit: ``last.pt`` holds everything to resume."""
         if self.env.main:
             if self.log_rows:
-                _append_csv(self.opts.out / "metrics.csv", self.log_rows, time.perf_counter() - self.started)
+                _append_csv(self.opts.out / "metrics.csv", self.log_rows)
                 self.log_rows = []
             save_checkpoint(self.last, self.net, self.cfg, step=done, optimizer=self.optimizer.state_dict(),
                             scene_base=self.scene_base, scenes_after=self._scenes_after(done))
@@ -343,14 +343,15 @@ class _Run:
     def record(self, done: int, loss: float, parts: dict[str, float], grad_norm: float) -> dict[str, float]:
         """Rank 0 after iteration ``done``: the metrics row, and the log line, checkpoint and validation due."""
         t = self.cfg.train
-        row = {"step": done, "lr": self.optimizer.param_groups[1]["lr"], "loss": loss, "grad_norm": grad_norm,
+        row = {"time_s": round(time.perf_counter() - self.started, 2), "step": done,
+               "lr": self.optimizer.param_groups[1]["lr"], "loss": loss, "grad_norm": grad_norm,
                **{k: float(v) for k, v in parts.items()}}
         self.log_rows.append(row)
         final = done == self.iters
         if done % t.log_every == 0 or final:
             elapsed = time.perf_counter() - self.started
             rate = (done - self.start) * 2 * t.batch_size * self.env.world / elapsed  # two frames per pair
-            _append_csv(self.opts.out / "metrics.csv", self.log_rows, elapsed)
+            _append_csv(self.opts.out / "metrics.csv", self.log_rows)
             self.log_rows = []
             _LOG.info("it %d/%d loss %.4f lr %.2e grad %.2f (%.1f frames/s)", done, self.iters, loss, row["lr"],
                       grad_norm, rate)
@@ -365,7 +366,8 @@ class _Run:
         """Score the current weights (rank 0), append to ``val.csv`` and return to training mode."""
         row = _validate(self.net, self.cfg, self.env.device, self.held_out, self.seen, self.opts.progress)
         _train_mode(self.net, self.cfg)
-        _append_csv(self.opts.out / "val.csv", [{"step": done, **row}], time.perf_counter() - self.started)
+        elapsed = round(time.perf_counter() - self.started, 2)
+        _append_csv(self.opts.out / "val.csv", [{"time_s": elapsed, "step": done, **row}])
         _LOG.info("validation at %d: held-out STQ %.4f AQ %.4f SQ %.4f%s", done, row["STQ"], row["AQ"], row["SQ"],
                   f" | training scenes STQ {row['train_STQ']:.4f} AQ {row['train_AQ']:.4f} SQ "
                   f"{row['train_SQ']:.4f} | gap {row['gap_STQ']:+.4f}" if self.seen else "")
@@ -516,15 +518,15 @@ def _validation_sets(opts: RunOptions, cfg: VKNetConfig) -> tuple[list[VideoSequ
     return held_out, seen[: len(held_out)]
 
 
-def _append_csv(path: Path, rows: list[dict[str, float]], elapsed: float) -> None:
+def _append_csv(path: Path, rows: list[dict[str, float]]) -> None:
+    """Append ``rows`` (each with its own ``time_s``: seconds into this part of the run) to a CSV file."""
     if not rows:
         return
-    fields = ["time_s", *rows[0].keys()]
+    fields = list(rows[0].keys())
     new = not path.exists()
     with path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         if new:
             writer.writeheader()
         for row in rows:
-            writer.writerow({"time_s": round(elapsed, 2), **{k: (round(v, 6) if isinstance(v, float) else v)
-                                                             for k, v in row.items()}})
+            writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})

@@ -135,7 +135,9 @@ def test_synthetic_stream_training_reports_the_train_held_out_gap(tiny_data: tup
 def test_a_time_limit_stops_resumably_and_the_same_command_finishes(tiny_data: tuple[Path, Path], tmp_path: Path,
                                                                     caplog: pytest.LogCaptureFixture) -> None:
     root, config_path = tiny_data
-    cfg = load_config(config_path)
+    values = load_config(config_path).to_dict()
+    values["train"]["log_every"] = 2  # rows reach metrics.csv two at a time
+    cfg = config_from_dict(values)
     out = tmp_path / "limited"
     caplog.set_level("INFO")
     opts = RunOptions(data=root, out=out, val_split=None, progress=False, time_limit_s=0.0, workers=0)
@@ -145,7 +147,11 @@ def test_a_time_limit_stops_resumably_and_the_same_command_finishes(tiny_data: t
     assert train(cfg, RunOptions(data=root, out=out, val_split=None, progress=False)) == out / "model.pt"
     assert "resumed from" in caplog.text and read_checkpoint(out / "model.pt")["step"] == 4
     with (out / "metrics.csv").open() as handle:
-        assert [int(row["step"]) for row in csv.DictReader(handle)] == [1, 2, 3, 4]
+        rows = list(csv.DictReader(handle))
+    assert [int(row["step"]) for row in rows] == [1, 2, 3, 4]
+    # Each row has its own time (the rows of one write had shared the time of that write).
+    times = [float(row["time_s"]) for row in rows[2:]]  # the resumed part: steps 3 and 4, written together
+    assert times[0] < times[1]
 
 
 def test_train_refuses_a_time_limit_or_worker_count_that_cannot_be(tmp_path: Path,
