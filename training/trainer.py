@@ -29,7 +29,7 @@ from vknet_data.synth_stream import TRAIN_SCENE_SEED, SyntheticPairStream, singl
 from vknet_eval.evaluate import evaluate_stq
 from vknet_model.backbone import freeze_batchnorm
 from vknet_model.backends.torch_backend import TorchBackend
-from vknet_model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from vknet_model.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from vknet_model.config import DataConfig, VKNetConfig, config_from_dict
 from vknet_model.network import KernelOutputs, VKNet, build_frame_net, build_model
 from vknet_model.pipeline import Pipeline
@@ -203,6 +203,13 @@ def _check_resumable(payload: dict[str, Any], cfg: VKNetConfig, last: Path) -> N
 # Model settings that shape no weight: a run may resume with them changed (a larger deployment input, a finer
 # merge stride); every other model or data setting must match the checkpoint.
 _INFERENCE_ONLY = frozenset({"input_height", "input_width", "merge_stride"})
+
+
+def _model_difference(a: VKNetConfig, b: VKNetConfig) -> str:
+    """The weight-shaping model settings where ``a`` and ``b`` differ, as "name a -> b" phrases."""
+    left, right = a.to_dict()["model"], b.to_dict()["model"]
+    return ", ".join(f"{k} {left.get(k)} -> {right.get(k)}" for k in sorted(set(left) | set(right))
+                     if k not in _INFERENCE_ONLY and left.get(k) != right.get(k))
 
 
 def _weights_part(section: str, values: Any) -> Any:
@@ -392,6 +399,9 @@ def _initial_net(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> tuple
     scene_base = 0
     if opts.init is not None:
         init_cfg, init_net, init_payload = load_checkpoint(opts.init)
+        if _weights_part("model", init_cfg.to_dict()["model"]) != _weights_part("model", cfg.to_dict()["model"]):
+            raise CheckpointError(f"--init {opts.init} holds another network than this config's "
+                                  f"({_model_difference(init_cfg, cfg)}): start from weights of the same model")
         net.load_state_dict(init_net.state_dict())
         scene_base = scenes_trained_on(init_payload)
         _LOG.info("initialised from %s (config %s, synthetic scenes below %d already seen)", opts.init,

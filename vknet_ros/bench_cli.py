@@ -66,7 +66,7 @@ def schedule(backends: list[str], frames: int, warmup: int, block: int) -> list[
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="tiny", help="tiny, r18, r50 or a YAML (default tiny)")
+    parser.add_argument("--config", help="random weights of this config: tiny, r18, r50 or a YAML (default tiny)")
     parser.add_argument("--model", type=Path, help="a checkpoint (.pt) to time instead of random weights")
     parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"],
                         choices=BACKEND_NAMES, help="backends to compare (default both CPU)")
@@ -101,7 +101,7 @@ def _pipelines(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                   f"vknet_model/assets/tiny_synth.pt)")
         cfg, net, _ = load_checkpoint(args.model)
     else:
-        cfg = resolve_config(args.config)
+        cfg = resolve_config(args.config or "tiny")
         torch.manual_seed(0)
         net = build_model(cfg)
     frame_net = build_frame_net(cfg, net).eval()
@@ -157,6 +157,10 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 10:
         print("error: --frames must be at least 10", file=sys.stderr)
         return 2
+    if args.config and args.model:
+        print("error: give --config (random weights of a config) or --model (a checkpoint), not both: a checkpoint "
+              "carries its own config", file=sys.stderr)
+        return 2
     try:
         order = schedule(list(dict.fromkeys(args.backends)), args.frames, args.warmup, args.block)  # as _pipelines keys
     except ValueError as exc:
@@ -192,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
                     series["messages"].append(1e3 * (done - msg_start))
                 series["end_to_end"].append(1e3 * (done - start))
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    config = args.model.name if args.model else args.config
+    config = args.model.name if args.model else args.config or "tiny"
     rows: list[dict[str, Any]] = []
     for name, pipeline in pipelines.items():
         stats = {stage: _stats(v) for stage, v in times[name].items() if v}

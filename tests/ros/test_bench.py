@@ -39,6 +39,8 @@ def test_bench_refuses_a_model_it_cannot_time_in_one_line(tmp_path: Path, capsys
     assert main(["bench", "--model", str(tmp_path / "missing.pt"), "--frames", "10"]) == 2
     err = capsys.readouterr().err
     assert "not found" in err and "Traceback" not in err
+    assert main(["bench", "--config", "r18", "--model", str(tmp_path / "missing.pt"), "--frames", "10"]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 def test_bench_runs_without_ros_and_with_torch_options(tmp_path: Path, capsys: pytest.CaptureFixture[str],

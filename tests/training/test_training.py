@@ -164,6 +164,20 @@ def test_train_refuses_a_time_limit_or_worker_count_that_cannot_be(tmp_path: Pat
     assert not (tmp_path / "run").exists()
 
 
+def test_init_from_another_network_is_one_clear_line(tiny_data: tuple[Path, Path], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from vknet_cli import main
+
+    root, config_path = tiny_data
+    small = tmp_path / "small"
+    train(load_config(config_path), RunOptions(data=root, out=small, val_split=None, progress=False, iters=1))
+    code = main(["train", "--config", "tiny", "--data", str(root), "--out", str(tmp_path / "tiny"),
+                 "--init", str(small / "model.pt"), "--iters", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds another network" in err and "channels 32 -> " in err
+    assert len(err.strip().splitlines()) == 1  # it was 276 lines of size mismatches
+
+
 def test_weights_written_before_scenes_were_recorded_are_bounded_from_their_step() -> None:
     assert scenes_trained_on({"step": 24750, "config": {"train": {"batch_size": 2}}}) == 59_500
     assert scenes_trained_on({"step": 0}) == 0
