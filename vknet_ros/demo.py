@@ -74,9 +74,9 @@ class VideoFrames:
 class OverlayRecorder:
     """Writes the node's overlay images to a video and keeps four of them for a PNG strip."""
 
-    def __init__(self, out: Path, every: int) -> None:
+    def __init__(self, out: Path, every: int, fps: float) -> None:
         self.video_path, self.strip_path = out / "overlay.mp4", out / "overlay_strip.png"
-        self.every, self.count = max(1, every), 0
+        self.every, self.count, self.fps = max(1, every), 0, fps
         self.strip: list[np.ndarray] = []
         self._video: Any = None
 
@@ -85,7 +85,8 @@ class OverlayRecorder:
 
         if self._video is None:
             height, width = rgb.shape[:2]
-            self._video = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (width, height))
+            self._video = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps,
+                                          (width, height))
         if self._video.isOpened():
             self._video.write(rgb[:, :, ::-1])
         if self.count % self.every == 0 and len(self.strip) < 4:
@@ -109,6 +110,7 @@ class OverlayRecorder:
 def run(args: argparse.Namespace) -> int:
     from vknet_data.synth import SynthConfig, write_sequences
     from vknet_eval.scoring import PanopticScorer, format_table
+    from vknet_model.backends import BackendError, open_backend
     from vknet_model.bundled import resolve_model
     from vknet_model.checkpoint import CheckpointError
     from vknet_model.config import ConfigError
@@ -120,21 +122,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = resolve_model(args.model, prefer_onnx=True, backend=args.backend)
         data = model_config(model).data  # scored in the model's own label space
-    except (FileNotFoundError, CheckpointError, ConfigError, ContractError) as exc:
+        # Loaded once here, so that a model the node cannot run fails before any bag is written.
+        open_backend(model, backend=args.backend, device=args.device)
+        video = VideoFrames(args.video) if args.video is not None else None
+    except (FileNotFoundError, CheckpointError, ConfigError, ContractError, BackendError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     env = apply_loopback_environment()
     scorer = PanopticScorer(data)
     source: VideoFrames | BagReader
-    if args.video is not None:
-        try:
-            source = VideoFrames(args.video)
-        except FileNotFoundError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"video {args.video} at {source.fps:.1f} fps")
-        recorder = OverlayRecorder(args.out, every=25)
+    if video is not None:
+        source = video
+        print(f"video {args.video} at {video.fps:.1f} fps")
+        recorder = OverlayRecorder(args.out, every=25, fps=video.fps)  # plays at the source's speed
     else:
         cfg = SynthConfig(frames=args.frames)
         data_dir, bag_dir = args.out / "data", args.out / "bag"
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"synthetic sequence {args.sequence} ({args.frames} frames {cfg.width}x{cfg.height}, held out from "
               f"training) -> {bag_dir} ({report.bytes / 1e6:.0f} MB)")
         source = BagReader(bag_dir)
-        recorder = OverlayRecorder(args.out, every=max(1, args.frames // 4))
+        recorder = OverlayRecorder(args.out, every=max(1, args.frames // 4), fps=args.rate or 10.0)
     print(f"node: model {model}, backend {args.backend}, DDS loopback ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}")
 
     def on_answer(frame: BagFrame, panoptic: np.ndarray | None) -> None:

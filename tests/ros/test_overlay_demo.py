@@ -99,7 +99,7 @@ def test_demo_on_a_video_file_writes_an_overlay_video(tmp_path: Path, capsys: py
     from conftest import moving_square_frame
 
     video = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (320, 96))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 25.0, (320, 96))
     for t in range(5):
         writer.write(moving_square_frame(t, 96, 320)[:, :, ::-1])
     writer.release()
@@ -108,8 +108,21 @@ def test_demo_on_a_video_file_writes_an_overlay_video(tmp_path: Path, capsys: py
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("frames=5 dropped=0 p50_ms=")
     capture = cv2.VideoCapture(str(out / "overlay.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)  # the source's rate (it was always 10)
 
 
 def test_demo_reports_a_missing_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--video", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "o")]) == 2
     assert "cannot open video" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # no empty output folder left behind
+
+
+def test_demo_checks_the_model_before_writing_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vknet_model.bundled import BUNDLED_ONNX
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx graph")
+    (tmp_path / "bad.json").write_text((BUNDLED_ONNX.with_suffix(".json")).read_text())  # a valid contract
+    assert main(["demo", "--model", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # no bag was written before the model failed
