@@ -11,6 +11,9 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
+
+from vknet_model.errors import VKNetError
 
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -75,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (VKNetError, OSError) as exc:
+        # A bad file, setting or input: one line for the user; the traceback is for -v.
+        if args.verbose:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

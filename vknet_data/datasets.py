@@ -19,13 +19,14 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from vknet_data.panoptic_png import decode_panoptic_png
+from vknet_model.errors import VKNetError
 from vknet_model.preprocess import PAD_VALUE
 
 _LOG = logging.getLogger(__name__)
 VOID = 255
 
 
-class DatasetError(ValueError):
+class DatasetError(VKNetError, ValueError):
     """A dataset folder or file that cannot be read as documented; the message names the path."""
 
 

@@ -14,13 +14,14 @@ import torch
 
 from vknet_model import __version__
 from vknet_model.config import ConfigError, VKNetConfig, config_from_dict, values_hash
+from vknet_model.errors import VKNetError
 from vknet_model.network import VKNet, build_model
 
 CHECKPOINT_FORMAT = "vknet-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(VKNetError, ValueError):
     """A checkpoint that cannot be used; the message says why."""
 
 

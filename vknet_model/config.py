@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from vknet_model.errors import VKNetError
+
 KITTI_STEP_CLASSES = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
     "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
@@ -28,7 +30,7 @@ KITTI_STEP_CLASSES = (
 BACKBONE_NORMS = ("frozen_bn", "gn", "bn")
 
 
-class ConfigError(ValueError):
+class ConfigError(VKNetError, ValueError):
     """A configuration that cannot be used; the message names the key and the file."""
 
 

@@ -14,12 +14,13 @@ from typing import Any
 
 from vknet_model import __version__
 from vknet_model.config import ConfigError, VKNetConfig, config_from_dict, values_hash
+from vknet_model.errors import VKNetError
 
 CONTRACT_FORMAT = "vknet-model-contract"
 CONTRACT_VERSION = 1
 
 
-class ContractError(ValueError):
+class ContractError(VKNetError, ValueError):
     """A model file that does not match its contract (or has none)."""
 
 

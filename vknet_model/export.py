@@ -17,6 +17,7 @@ import torch
 
 from vknet_model.config import VKNetConfig
 from vknet_model.contract import ModelContract, TensorSpec, check_io, contract_for, contract_path_for, file_sha256
+from vknet_model.errors import VKNetError
 from vknet_model.network import INPUT_NAMES, OUTPUT_NAMES, FrameNet
 
 _LOG = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ _ONNX_DTYPES: dict[int, str] = {
 }
 
 
-class ExportError(RuntimeError):
+class ExportError(VKNetError, RuntimeError):
     """The exported graph violates the deployment contract."""
 
 

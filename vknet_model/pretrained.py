@@ -19,13 +19,14 @@ from pathlib import Path
 import torch
 
 from vknet_model.backbone import ResNet
+from vknet_model.errors import VKNetError
 
 _LOG = logging.getLogger(__name__)
 # torchvision ResNet layers that the feature extractor has no use for.
 _CLASSIFIER = ("fc.weight", "fc.bias")
 
 
-class PretrainedError(ValueError):
+class PretrainedError(VKNetError, ValueError):
     """A weights file that cannot be loaded into the backbone; the message says what differs."""
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vknet_model.errors import VKNetError
 from vknet_model.resets import video_break
 from vknet_ros.conversions import ImageConversionError, compressed_msg_to_rgb, image_msg_to_labels, image_msg_to_rgb
 
@@ -47,7 +48,7 @@ _IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/Image")
 _COMPRESSED_TYPES = ("sensor_msgs/msg/CompressedImage", "sensor_msgs/CompressedImage")
 
 
-class BagError(ValueError):
+class BagError(VKNetError, ValueError):
     """A bag that cannot be written or read as asked; the message names the bag and what to do."""
 
 

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vknet_model.errors import VKNetError
+
 if TYPE_CHECKING:
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
     from std_msgs.msg import Header
@@ -47,7 +49,7 @@ REFUSAL_REASONS = ("encoding", "empty", "too_large", "step", "truncated", "undec
 Intrinsics = tuple[tuple[float, float, float, float], tuple[int, int]]
 
 
-class ImageConversionError(ValueError):
+class ImageConversionError(VKNetError, ValueError):
     """An image message that cannot be decoded; the message says why, in terms a user can act on, and
     ``reason`` is one of :data:`REFUSAL_REASONS`."""
 

@@ -11,13 +11,15 @@ import os
 import random
 from pathlib import Path
 
+from vknet_model.errors import VKNetError
+
 PROFILE_NAME = "fastdds_loopback.xml"
 # Fast DDS maps domain ids to UDP ports; on Linux the ids whose ports stay clear of the ephemeral range are
 # 0-101 and 215-232 (what ROS 2's domain-id documentation allows). Random ids are drawn from the first range.
 DOMAIN_ID_RANGES = (range(0, 102), range(215, 233))
 
 
-class DomainIdError(ValueError):
+class DomainIdError(VKNetError, ValueError):
     """A ROS_DOMAIN_ID this machine's DDS cannot use."""
 
 

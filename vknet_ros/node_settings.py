@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vknet_model.backends import BACKENDS
+from vknet_model.errors import VKNetError
 
 INPUT_QOS = ("sensor_data", "reliable", "best_effort")
 PANOPTIC_ENCODINGS = ("16UC1", "32SC1")
@@ -58,7 +59,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 }
 
 
-class SettingsError(ValueError):
+class SettingsError(VKNetError, ValueError):
     """A parameter value the node cannot use; the message names the parameter and what is allowed."""
 
 

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vknet_model.errors import VKNetError
 from vknet_model.percentile import percentile
 from vknet_ros.bags import BagFrame
 from vknet_ros.child_process import popen_tied_to_parent
@@ -49,7 +50,7 @@ class FrameSource(Protocol):
     def frames(self) -> Iterator[BagFrame]: ...
 
 
-class ReplayError(RuntimeError):
+class ReplayError(VKNetError, RuntimeError):
     """The node could not be started or stopped answering; the message carries its log tail."""
 
 

@@ -25,3 +25,16 @@ def test_the_environment_keeps_a_valid_caller_id_and_refuses_a_bad_one(monkeypat
     with pytest.raises(DomainIdError):
         apply_loopback_environment()
     assert 1 <= int(loopback_environment()["ROS_DOMAIN_ID"]) <= 101
+
+
+def test_a_command_given_a_bad_id_ends_with_one_error_line(monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from vknet_cli import main
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", "150")
+    assert main(["node", "--loopback"]) == 2  # a ValueError traceback before
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["error: ROS_DOMAIN_ID '150' is not usable: on Linux it must be 0-101 or "
+                                        "215-232"]
+    assert main(["-v", "node", "--loopback"]) == 2
+    assert "Traceback" in capsys.readouterr().err  # the details under -v

@@ -7,10 +7,11 @@ from abc import ABC, abstractmethod
 import torch
 
 from vknet_model.contract import ModelContract
+from vknet_model.errors import VKNetError
 from vknet_model.network import VKNetOutput
 
 
-class BackendError(RuntimeError):
+class BackendError(VKNetError, RuntimeError):
     """A backend that cannot be created or run; the message says why and what to try instead."""
 
 
