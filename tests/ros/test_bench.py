@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from vknet_cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_writes_per_stage_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -96,3 +100,13 @@ def test_gpu_checks_dry_run_on_the_cpu(tmp_path: Path) -> None:
     assert (tmp_path / "bench_tiny_bf16.json").is_file()
     if not __import__("torch").cuda.is_available():
         assert gpu_checks.main(["--out", str(tmp_path)]) == 2  # a CUDA run on a machine without CUDA: refused
+
+
+def test_frame_memory_benchmark_measures_each_size_in_its_own_process(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "frame_memory.py"), "--sizes", "120x400",
+                           "--json", str(out)], capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    assert (row["height"], row["width"]) == (120, 400)
+    assert row["peak_rss_mb"] >= row["baseline_peak_rss_mb"] > 0 and row["pipeline_ms"] > 0
