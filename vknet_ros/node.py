@@ -184,6 +184,7 @@ class VKNetNode(LifecycleNode):
         except Exception as exc:  # any failure to load must leave a usable, unconfigured node with the reason
             log.error(f"configure failed: {exc}")
             self.pipeline = None
+            self.settings = None  # unconfigured again: every parameter may be set before the next configure
             return TransitionCallbackReturn.FAILURE
         log.info(f"loaded {self._backend_line} in {load_s:.1f} s; warmed up with {WARM_UP_RUNS} forwards in "
                  f"{warm_up_ms:.0f} ms")
@@ -241,6 +242,7 @@ class VKNetNode(LifecycleNode):
                 self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
         self.pipeline = None  # frees the model (and its GPU memory) once the worker is gone
+        self.settings = None  # configure reads every parameter again (another model, backend, topics...)
         self.get_logger().info("cleaned up: model released")
         return TransitionCallbackReturn.SUCCESS
 
@@ -400,6 +402,12 @@ class VKNetNode(LifecycleNode):
         message = "running"
         if c["errors"] or c["bad_input"]:
             level, message = DiagnosticStatus.WARN, f"{c['bad_input']} bad inputs, {c['errors']} errors"
+        shared = self._shared_output_topics()
+        if shared:
+            level, message = DiagnosticStatus.WARN, f"other publishers on {', '.join(shared)}"
+            self.get_logger().warning(
+                f"another node publishes on {', '.join(shared)} too: subscribers get both nodes' messages (two "
+                f"vknet nodes with the same name and namespace?)", throttle_duration_sec=30.0)
         processing = list(self._processing_ms)
         values = {"backend": self._backend_line, "rate_hz": f"{rate:.2f}",
                   "processing_ms_p50": f"{percentile(processing, 0.5, 0.0):.1f}",
@@ -409,10 +417,16 @@ class VKNetNode(LifecycleNode):
         values.update({f"bad_input_{reason}": n for reason, n in self.bad_reasons.items()})
         for stage, series in self._stage_ms.items():
             values[f"{stage}_ms_p50"] = f"{percentile(series, 0.5):.1f}" if series else "n/a"
-        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: pipeline", message=message,
+        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: pipeline", message=message,
                                   hardware_id=self._backend_line,
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+
+
+    def _shared_output_topics(self) -> list[str]:
+        """This node's per-frame output topics that some other publisher also publishes on."""
+        outputs = [self._pubs.get("panoptic"), self._pubs.get("tracks")]
+        return [pub.topic_name for pub in outputs if pub is not None and self.count_publishers(pub.topic_name) > 1]
 
 
 def main(args: list[str] | None = None) -> int:

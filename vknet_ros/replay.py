@@ -41,6 +41,7 @@ _LOG = logging.getLogger(__name__)
 READY_TIMEOUT_S = 120.0
 FINAL_ANSWER_TIMEOUT_S = 10.0  # at a fixed rate: how long the last frame's answer may still take
 DIAGNOSTICS_TIMEOUT_S = 5.0    # the node publishes its counters every diagnostics_period_s (1 s by default)
+NODE_NAME = "vknet_replay"     # the node this replay starts (in the root namespace)
 POLL_S = 0.02                  # how often a wait looks again at the node process and the matching state
 
 
@@ -72,7 +73,7 @@ class _NodeProcess:
     """The node under test: ``python -m vknet_ros.node`` in its own process, its output in ``log_path``."""
 
     def __init__(self, params: dict[str, str], log_path: Path) -> None:
-        cmd = [sys.executable, "-m", "vknet_ros.node", "--ros-args", "-r", "__node:=vknet_replay"]
+        cmd = [sys.executable, "-m", "vknet_ros.node", "--ros-args", "-r", f"__node:={NODE_NAME}"]
         for name, value in params.items():
             cmd += ["-p", f"{name}:={value}"]
         self.log_path = log_path
@@ -155,7 +156,7 @@ class _Player:
 
     def _on_diagnostics(self, msg: Any) -> None:
         for status in msg.status:
-            if status.name.startswith("vknet_replay"):
+            if status.name == f"/{NODE_NAME}: pipeline":  # the node's fully qualified name
                 self.diagnostics = {kv.key: kv.value for kv in status.values}
 
     def _matched_publishers(self, subscription: Any) -> int:

@@ -269,7 +269,8 @@ def test_a_corrupt_model_fails_configure_with_a_clear_error(tmp_path: Path, onnx
     (tmp_path / "model.json").write_bytes(onnx_model.with_suffix(".json").read_bytes())
     node = VKNetNode(parameter_overrides=[Parameter("model", value=str(bad))])
     try:
-        assert node.pipeline is None and node.settings is not None
+        # Unconfigured again after the failed autostart: no model, no settings (every parameter may be set).
+        assert node.pipeline is None and node.settings is None
         assert node._state_machine.current_state[1] == "unconfigured"
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
     finally:
@@ -315,6 +316,30 @@ def test_lifecycle_frees_and_restores_the_model(onnx_model: Path) -> None:
         assert h.connected()
         h.image_pub.publish(frame_msg(2))
         assert wait_for(lambda: len(h.panoptic) == 2), "no output after re-activation"
+    finally:
+        h.close()
+
+
+def test_lifecycle_switches_models(onnx_model: Path, tmp_path: Path) -> None:
+    """deactivate -> cleanup -> set model -> configure -> activate (set model had been refused after cleanup)."""
+    from vknet_model.bundled import BUNDLED_ONNX
+
+    h = Harness(onnx_model)
+    try:
+        node = h.node
+        refused = node.set_parameters([Parameter("model", value=str(BUNDLED_ONNX))])[0]
+        assert not refused.successful and "read on configure" in refused.reason  # while configured
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert node.set_parameters([Parameter("model", value=str(tmp_path / "missing.onnx"))])[0].successful
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE  # a failed configure ...
+        assert node.set_parameters([Parameter("model", value=str(BUNDLED_ONNX))])[0].successful  # ... can be fixed
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert str(BUNDLED_ONNX) in node._backend_line
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert h.connected()
+        h.image_pub.publish(frame_msg(0))
+        assert wait_for(lambda: len(h.panoptic) == 1), "no output from the new model"
     finally:
         h.close()
 
@@ -396,3 +421,17 @@ def test_camera_info_is_checked_and_the_last_good_one_kept(harness: Harness) -> 
         assert wait_for(lambda n=n: harness.node.bad_reasons["camera_info"] == n)
     assert harness.node._intrinsics == ((500.0, 500.0, 200.0, 60.0), (WIDTH, HEIGHT))
     assert harness.node.counters["bad_input"] == len(bad)
+
+
+def test_another_publisher_on_an_output_topic_is_reported(harness: Harness) -> None:
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    statuses: list[DiagnosticStatus] = []
+    harness.client.create_subscription(DiagnosticArray, "/diagnostics", lambda m: statuses.extend(m.status), RELIABLE)
+    assert harness.node._shared_output_topics() == []
+    harness.client.create_publisher(TrackedObjectArray, "tracks", RELIABLE)  # e.g. a second node of the same name
+    assert wait_for(lambda: harness.node._shared_output_topics() == ["/tracks"])
+    assert wait_for(lambda: any("other publishers on /tracks" in s.message for s in statuses), 5.0)
+    mine = [s for s in statuses if "other publishers" in s.message][-1]
+    assert mine.level == DiagnosticStatus.WARN
+    assert mine.name == f"{harness.node.get_fully_qualified_name()}: pipeline" and mine.name.startswith("/")
