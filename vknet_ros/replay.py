@@ -16,6 +16,7 @@ for frame k means every unanswered frame before k was dropped; scoring streams a
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import queue
@@ -89,14 +90,19 @@ class _NodeProcess:
             return "(no log)"
 
     def raise_if_failed(self, *, starting: bool = False) -> None:
-        """ReplayError if the node exited or, while ``starting``, logged that it could not configure."""
+        """ReplayError if the node exited, was stopped (SIGSTOP: it would never answer again) or, while
+        ``starting``, logged that it could not configure."""
         if self.proc.poll() is not None:
             when = " before it was ready" if starting else ""
             raise ReplayError(f"the node exited with code {self.proc.returncode}{when}:\n{self.tail()}")
+        if _process_state(self.proc.pid) in ("T", "t"):
+            raise ReplayError(f"the node process {self.proc.pid} is stopped (SIGSTOP or a debugger)")
         if starting and "configure failed" in self.tail():
             raise ReplayError(f"the node could not configure:\n{self.tail()}")
 
     def stop(self) -> None:
+        if self.proc.poll() is None and _process_state(self.proc.pid) in ("T", "t"):
+            self.proc.kill()  # a stopped process cannot act on SIGINT
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -246,6 +252,19 @@ def _wait_until(condition: Callable[[], bool], timeout_s: float, node: _NodeProc
     return True
 
 
+def _reached(when: float) -> bool:
+    return time.perf_counter() >= when
+
+
+def _process_state(pid: int) -> str:
+    """The one-letter state of process ``pid`` from /proc (Linux; "" where it cannot be read)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[0]  # after "pid (command)", which may hold spaces
+
+
 def _settle(player: _Player, node: _NodeProcess, pending: _Pending, until: int | None, timeout_s: float) -> None:
     """Resolve the answers that have arrived; with ``until``, first wait up to ``timeout_s`` for the answer
     to the pending frame stamped ``until``."""
@@ -274,10 +293,9 @@ def _play(reader: FrameSource, player: _Player, node: _NodeProcess, pending: _Pe
                 # The clock starts with the first decoded frame: opening the bag must not make the first
                 # frames late and then sent back to back (the node would rightly drop one of them).
                 start = time.perf_counter()
-            if rate_hz is not None:
-                delay = start + k / rate_hz - time.perf_counter()  # the camera's clock
-                if delay > 0:
-                    time.sleep(delay)
+            if rate_hz is not None:  # the camera's clock; a node that dies meanwhile is noticed within POLL_S
+                _wait_until(functools.partial(_reached, start + k / rate_hz), float("inf"), node)
+                node.raise_if_failed()
             pending.add(frame, player.send(frame))
             if rate_hz is None:
                 _settle(player, node, pending, frame.stamp_ns, answer_timeout_s)

@@ -71,3 +71,46 @@ def test_a_node_that_cannot_load_its_model_is_reported(bag: Path, tmp_path: Path
         replay_through_node(BagReader(bag), model=broken, work_dir=tmp_path / "work", ready_timeout_s=15.0,
                             on_answer=lambda frame, panoptic: None, progress=False)
     assert "configure failed" in (tmp_path / "work" / "node.log").read_text()
+
+
+def _node_children() -> list[int]:
+    """Pids of this process's children running the vknet node (read from /proc)."""
+    import os
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[-1].split()[1]) == os.getpid() and b"vknet_ros.node" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
+def test_a_node_that_dies_or_stops_mid_replay_is_noticed_at_once(bag: Path, exported_tiny: Any, tmp_path: Path,
+                                                                  how: str) -> None:
+    """At 1 Hz the frames are a second apart: the death (or stop) is noticed within one poll, not at the end."""
+    import os
+    import signal
+    import time
+
+    apply_loopback_environment()
+    hit: list[float] = []
+
+    def on_answer(frame: Any, panoptic: Any) -> None:
+        if not hit:
+            (pid,) = _node_children()
+            os.kill(pid, getattr(signal, how))
+            hit.append(time.monotonic())
+
+    with pytest.raises(ReplayError, match=r"exited|stopped") as failed:
+        replay_through_node(BagReader(bag), model=exported_tiny[2], work_dir=tmp_path / "work", rate_hz=1.0,
+                            on_answer=on_answer, progress=False)
+    # Noticed and cleaned up within 3 s (before: at the end of the bag, 9 more frames and a 10 s answer timeout).
+    assert hit and time.monotonic() - hit[0] < 3.0, f"took {time.monotonic() - hit[0]:.1f} s: {failed.value}"
+    assert not _node_children(), "the stopped node was left running"
