@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import queue
+import secrets
 import signal
 import subprocess
 import sys
@@ -42,7 +43,7 @@ _LOG = logging.getLogger(__name__)
 READY_TIMEOUT_S = 120.0
 FINAL_ANSWER_TIMEOUT_S = 10.0  # at a fixed rate: how long the last frame's answer may still take
 DIAGNOSTICS_TIMEOUT_S = 5.0    # the node publishes its counters every diagnostics_period_s (1 s by default)
-NODE_NAME = "vknet_replay"     # the node this replay starts (in the root namespace)
+NODE_NAME = "vknet"            # the node this replay starts, in a namespace of its own (replay_namespace)
 POLL_S = 0.02                  # how often a wait looks again at the node process and the matching state
 
 
@@ -73,8 +74,9 @@ class ReplayReport:
 class _NodeProcess:
     """The node under test: ``python -m vknet_ros.node`` in its own process, its output in ``log_path``."""
 
-    def __init__(self, params: dict[str, str], log_path: Path) -> None:
-        cmd = [sys.executable, "-m", "vknet_ros.node", "--ros-args", "-r", f"__node:={NODE_NAME}"]
+    def __init__(self, params: dict[str, str], log_path: Path, namespace: str) -> None:
+        cmd = [sys.executable, "-m", "vknet_ros.node", "--ros-args", "-r", f"__node:={NODE_NAME}",
+               "-r", f"__ns:={namespace}"]
         for name, value in params.items():
             cmd += ["-p", f"{name}:={value}"]
         self.log_path = log_path
@@ -116,7 +118,8 @@ class _Player:
     """This process's side of DDS: sends frames on ``image``, queues the node's ``panoptic`` answers, hands
     its ``overlay`` images to ``on_overlay`` and keeps its latest ``/diagnostics`` counters."""
 
-    def __init__(self, on_overlay: Callable[[np.ndarray], None] | None, every_output: bool = False) -> None:
+    def __init__(self, on_overlay: Callable[[np.ndarray], None] | None, namespace: str,
+                 every_output: bool = False) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
@@ -128,7 +131,9 @@ class _Player:
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.node = Node("vknet_replay_player", context=self.context)
+        # In the node's namespace: the relative topics below are its topics, and no other node's.
+        self.namespace = namespace
+        self.node = Node("vknet_replay_player", namespace=namespace, context=self.context)
         executor = SingleThreadedExecutor(context=self.context)
         executor.add_node(self.node)
         self.answers: queue.Queue[tuple[int, np.ndarray, float]] = queue.Queue()
@@ -162,7 +167,7 @@ class _Player:
 
     def _on_diagnostics(self, msg: Any) -> None:
         for status in msg.status:
-            if status.name == f"/{NODE_NAME}: pipeline":  # the node's fully qualified name
+            if status.name == f"{self.namespace}/{NODE_NAME}: pipeline":  # the node's fully qualified name
                 self.diagnostics = {kv.key: kv.value for kv in status.values}
 
     def _matched_publishers(self, subscription: Any) -> int:
@@ -177,7 +182,22 @@ class _Player:
         lost. (The node creates its endpoints after it has discovered ours, so it matches before we see it.)
         """
         return self.publisher.get_subscription_count() > 0 and all(
-            self._matched_publishers(s) > 0 for s in self._inputs)
+            self._matched_publishers(s) > 0 for s in self._inputs) and self._alone()
+
+    def _alone(self) -> bool:
+        """Whether every endpoint on our image and panoptic topics is known to be ours; ReplayError for one of
+        another node (answers must come from the node this replay started: a leftover node with other
+        thresholds had been scored without a word)."""
+        for topic in (self.publisher.topic_name, self._inputs[0].topic_name):
+            for info in (*self.node.get_publishers_info_by_topic(topic),
+                         *self.node.get_subscriptions_info_by_topic(topic)):
+                if info.node_name == "_NODE_NAME_UNKNOWN_":  # its node's name is not discovered yet
+                    return False
+                owner = (info.node_namespace, info.node_name)
+                if owner not in ((self.namespace, NODE_NAME), (self.namespace, self.node.get_name())):
+                    raise ReplayError(f"another node ({info.node_namespace}/{info.node_name}) is on {topic}: "
+                                      f"the replay would score answers it did not ask for")
+        return True
 
     def send(self, frame: BagFrame) -> float:
         """Publish ``frame`` (stamped with its own time); return when it was sent (perf_counter)."""
@@ -332,9 +352,10 @@ def replay_through_node(reader: FrameSource, *, model: Path, backend: str = "aut
               "input_depth": "10", "publish_semantic": str(every_output).lower(),
               "publish_markers": str(every_output).lower(),
               "publish_overlay": str(every_output or on_overlay is not None).lower()}
-    node = _NodeProcess(params, work_dir / "node.log")
+    namespace = replay_namespace()
+    node = _NodeProcess(params, work_dir / "node.log", namespace)
     try:
-        player = _Player(on_overlay, every_output)
+        player = _Player(on_overlay, namespace, every_output)
     except BaseException:
         node.stop()
         raise
@@ -360,6 +381,11 @@ def replay_through_node(reader: FrameSource, *, model: Path, backend: str = "aut
         node.stop()
         player.destroy()
     return report
+
+
+def replay_namespace() -> str:
+    """A namespace no other replay or node uses: this process's id and a random part."""
+    return f"/vknet_replay_{os.getpid()}_{secrets.token_hex(3)}"
 
 
 def describe(report: ReplayReport, mode: str) -> str:

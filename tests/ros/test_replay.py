@@ -114,3 +114,28 @@ def test_a_node_that_dies_or_stops_mid_replay_is_noticed_at_once(bag: Path, expo
     # Noticed and cleaned up within 3 s (before: at the end of the bag, 9 more frames and a 10 s answer timeout).
     assert hit and time.monotonic() - hit[0] < 3.0, f"took {time.monotonic() - hit[0]:.1f} s: {failed.value}"
     assert not _node_children(), "the stopped node was left running"
+
+
+def test_the_replay_refuses_answers_from_a_node_it_did_not_start(bag: Path, exported_tiny: Any, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A leftover node on the replay's topics had been scored without a word (STQ 0.391 instead of 0.474)."""
+    import rclpy
+    from rclpy.node import Node
+    from sensor_msgs.msg import Image
+
+    import vknet_ros.replay as replay
+
+    apply_loopback_environment()
+    assert replay.replay_namespace() != replay.replay_namespace()  # each replay has its own topics
+    monkeypatch.setattr(replay, "replay_namespace", lambda: "/vknet_replay_taken")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    rogue = Node("leftover", namespace="/vknet_replay_taken", context=context)
+    rogue.create_publisher(Image, "panoptic", 10)
+    try:
+        with pytest.raises(ReplayError, match="another node \\(/vknet_replay_taken/leftover\\)"):
+            replay_through_node(BagReader(bag), model=exported_tiny[2], work_dir=tmp_path / "work",
+                                on_answer=lambda frame, panoptic: None, progress=False)
+    finally:
+        rogue.destroy_node()
+        rclpy.shutdown(context=context)
