@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import signal
 import threading
 import time
 import traceback
@@ -430,20 +431,39 @@ class VKNetNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point of ``ros2 run vknet_ros vknet_node`` and ``vknet node``."""
-    from rclpy.executors import ExternalShutdownException
+    """Entry point of ``ros2 run vknet_ros vknet_node`` and ``vknet node``.
 
-    rclpy.init(args=args)
+    SIGINT and SIGTERM are handled here rather than by rclpy: the first one ends the spin, the node then
+    shuts down once while its context is still valid, and any further signal is ignored. (With rclpy's
+    handler the context went first: every clean stop logged an ERROR about a second shutdown transition
+    and a failed rosout publish, and a terminal's double Ctrl-C under ros2 launch ended in a traceback.)
+    """
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        stop.set()
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     node = VKNetNode()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
     finally:
         node.trigger_shutdown()
+        executor.shutdown()
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 

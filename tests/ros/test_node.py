@@ -435,3 +435,39 @@ def test_another_publisher_on_an_output_topic_is_reported(harness: Harness) -> N
     mine = [s for s in statuses if "other publishers" in s.message][-1]
     assert mine.level == DiagnosticStatus.WARN
     assert mine.name == f"{harness.node.get_fully_qualified_name()}: pipeline" and mine.name.startswith("/")
+
+
+def test_sigint_twice_ends_the_node_cleanly(onnx_model: Path) -> None:
+    """A terminal's Ctrl-C under ros2 launch reaches the node twice (the terminal, then launch)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    proc = subprocess.Popen([sys.executable, "-m", "vknet_ros.node", "--ros-args", "-p", f"model:={onnx_model}",
+                             "-r", "__node:=vknet_sigint_test"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=dict(os.environ))
+    lines: list[str] = []
+    active = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "active: listening" in line:
+                active.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert active.wait(60.0), "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(timeout=5)
+    output = "".join(lines)
+    assert "ERROR" not in output and "Traceback" not in output and "Failed to publish" not in output, output
