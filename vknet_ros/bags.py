@@ -20,6 +20,7 @@ complete chunk of about 1 MiB). A cut sqlite3 or ROS 1 bag cannot be salvaged: a
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -337,7 +338,8 @@ class BagReader:
         try:
             reader = AnyReader([self.path], default_typestore=_typestore())
             reader.open()
-        except (AnyReaderError, ReaderError, OSError) as exc:
+        except (AnyReaderError, ReaderError, OSError, ValueError, struct.error, TypeError) as exc:
+            # (rosbags meets a file cut very short with struct.error or TypeError, not its own errors)
             salvage = self._salvage_source(exc)
             yield from self._assemble(salvage)
             return
@@ -396,8 +398,11 @@ class BagReader:
                                 self.report.image_topic, self.report.gt_topic = chosen
                             if topic in chosen:
                                 yield topic, store.deserialize_cdr(record.data, msgtype)
-                except (McapError, EOFError, ValueError, KeyError) as exc:
-                    self._damaged(f"{why.rstrip('.')}; the file ends at a cut-off record ({type(exc).__name__})")
+                except (McapError, EOFError, ValueError, KeyError, struct.error, TypeError) as exc:
+                    # The mcap stream reader meets a cut-off record in many forms: struct.error for a short
+                    # read, TypeError for an empty one, UnicodeDecodeError (a ValueError) for a cut string.
+                    self._damaged(f"{why.rstrip('.')}; {file.name} ends at a cut-off or damaged record "
+                                  f"({type(exc).__name__}: {exc})")
                     return
         self._damaged(why)
 

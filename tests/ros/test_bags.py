@@ -110,6 +110,21 @@ def test_a_truncated_mcap_bag_is_reported_and_its_readable_frames_are_used(step_
     assert "damaged" in caplog.text and f"{len(frames)} readable frames" in caplog.text
 
 
+@pytest.mark.parametrize("cut", [1, 30, 2000, "to 8 bytes"])
+def test_an_mcap_cut_at_its_end_keeps_every_readable_frame(step_root: Path, tmp_path: Path, cut: int | str) -> None:
+    """Cut in its footer or summary (struct.error after every frame was read) or to its magic alone
+    (TypeError): both had crashed the reader."""
+    bag = tmp_path / "bag"
+    write_bag(bag, kitti_step_sources(step_root, "val"), progress=False)
+    data = next(bag.glob("*.mcap"))
+    raw = data.read_bytes()
+    data.write_bytes(raw[:8] if cut == "to 8 bytes" else raw[: len(raw) - int(cut)])
+    reader = BagReader(bag)
+    frames = list(reader.frames())
+    assert reader.report.damage is not None
+    assert len(frames) == (0 if cut == "to 8 bytes" else 2 * FRAMES)
+
+
 def test_a_truncated_sqlite_bag_gives_a_clear_error(step_root: Path, tmp_path: Path) -> None:
     bag = tmp_path / "bag"
     write_bag(bag, kitti_step_sources(step_root, "val"), storage="sqlite3", progress=False)
