@@ -267,7 +267,13 @@ def _bag_paths(path: Path) -> Path:
     if path.is_file() and path.suffix in (".mcap", ".db3") and (path.parent / "metadata.yaml").is_file():
         return path.parent
     if path.is_dir() and not (path / "metadata.yaml").is_file():
-        raise BagError(f"{path} is a folder without metadata.yaml: not a rosbag2 bag")
+        # An mcap file is self-describing: a folder holding one (metadata.yaml lost, or never written by a
+        # recorder other than ros2 bag) is read as that file.
+        mcaps = sorted(path.glob("*.mcap"))
+        if len(mcaps) == 1:
+            return mcaps[0]
+        raise BagError(f"{path} is a folder without metadata.yaml: not a rosbag2 bag" + (
+            f" (and it holds {len(mcaps)} .mcap files: pass one of them)" if mcaps else ""))
     return path
 
 
@@ -365,7 +371,10 @@ class BagReader:
 
     def _salvage_source(self, exc: Exception) -> Iterator[tuple[str, object]]:
         """After a failed open: stream the mcap file record by record up to the damage (mcap only)."""
-        files = sorted(self.path.glob("*.mcap")) if self.path.is_dir() else []
+        if self.path.is_dir():
+            files = sorted(self.path.glob("*.mcap"))
+        else:
+            files = [self.path] if self.path.suffix == ".mcap" else []
         if not files:
             raise BagError(f"cannot open bag {self.path}: {exc}. sqlite3 and ROS 1 bags cut short cannot be "
                            f"recovered (record to mcap: ros2 bag record -s mcap)") from exc

@@ -125,6 +125,19 @@ def test_an_mcap_cut_at_its_end_keeps_every_readable_frame(step_root: Path, tmp_
     assert len(frames) == (0 if cut == "to 8 bytes" else 2 * FRAMES)
 
 
+def test_an_mcap_folder_without_metadata_is_read_as_its_file(step_root: Path, tmp_path: Path) -> None:
+    bag = tmp_path / "bag"
+    write_bag(bag, kitti_step_sources(step_root, "val"), progress=False)
+    expected = list(BagReader(bag).frames())
+    (bag / "metadata.yaml").unlink()
+    frames = list(BagReader(bag).frames())  # it had been refused as "not a rosbag2 bag"
+    assert [f.stamp_ns for f in frames] == [f.stamp_ns for f in expected]
+    np.testing.assert_array_equal(frames[-1].image, expected[-1].image)
+    (bag / "copy.mcap").write_bytes(next(bag.glob("*.mcap")).read_bytes())
+    with pytest.raises(BagError, match=r"2 \.mcap files"):
+        BagReader(bag)
+
+
 def test_a_truncated_sqlite_bag_gives_a_clear_error(step_root: Path, tmp_path: Path) -> None:
     bag = tmp_path / "bag"
     write_bag(bag, kitti_step_sources(step_root, "val"), storage="sqlite3", progress=False)
