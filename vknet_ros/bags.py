@@ -20,7 +20,9 @@ complete chunk of about 1 MiB). A cut sqlite3 or ROS 1 bag cannot be salvaged: a
 from __future__ import annotations
 
 import logging
+import shutil
 import struct
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -182,7 +184,12 @@ def _camera_info(store: Typestore, camera: Camera, header: Any) -> Any:
 
 def write_bag(out: str | Path, sources: Sequence[SequenceSource], *, storage: str = "mcap", encoding: str = "rgb8",
               progress: bool = True) -> BagWriteReport:
-    """Write ``sources`` into a new rosbag2 folder ``out`` (version 8); return what was written."""
+    """Write ``sources`` into a new rosbag2 folder ``out`` (version 8); return what was written.
+
+    The bag is written in a hidden folder beside ``out`` and renamed to ``out`` only once complete: a failed
+    or interrupted write leaves nothing that a rerun would refuse ("already exists") or a reader would take
+    for a bag.
+    """
     from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
     from tqdm import tqdm
 
@@ -200,7 +207,12 @@ def write_bag(out: str | Path, sources: Sequence[SequenceSource], *, storage: st
     start = time.perf_counter()
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     total = sum(len(s.images) for s in sources)
-    writer = Writer(out, version=8, storage_plugin=plugin)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise BagError(f"cannot write {out}: {exc}") from exc
+    writer = Writer(staging / out.name, version=8, storage_plugin=plugin)  # the file inside keeps out's name
     writer.set_custom_data(SEQUENCES_KEY, ",".join(s.name for s in sources))
     try:
         # The context manager writes metadata.yaml on success and aborts the storage on any error.
@@ -220,8 +232,11 @@ def write_bag(out: str | Path, sources: Sequence[SequenceSource], *, storage: st
                     report.frames += 1
                     bar.update(1)
                 report.sequences += 1
+        (staging / out.name).rename(out)
     except (OSError, WriterError) as exc:
         raise BagError(f"cannot write {out}: {exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     report.bytes = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     report.seconds = time.perf_counter() - start
     return report

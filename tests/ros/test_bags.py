@@ -125,6 +125,22 @@ def test_an_mcap_cut_at_its_end_keeps_every_readable_frame(step_root: Path, tmp_
     assert len(frames) == (0 if cut == "to 8 bytes" else 2 * FRAMES)
 
 
+def test_a_failed_write_leaves_nothing_behind(step_root: Path, tmp_path: Path) -> None:
+    sources = kitti_step_sources(step_root, "val")
+    broken = sources[-1].images[-1]
+    good = broken.read_bytes()
+    broken.write_bytes(b"not a png")
+    try:
+        with pytest.raises(BagError, match="cannot read image"):
+            write_bag(tmp_path / "bag", sources, progress=False)
+    finally:
+        broken.write_bytes(good)
+    assert list(tmp_path.iterdir()) == []  # no half-written bag (a rerun had been refused: "already exists")
+    report = write_bag(tmp_path / "bag", sources, progress=False)
+    assert report.frames == 2 * FRAMES and sorted(p.name for p in tmp_path.iterdir()) == ["bag"]
+    assert sorted(p.name for p in (tmp_path / "bag").iterdir()) == ["bag.mcap", "metadata.yaml"]
+
+
 def test_an_mcap_folder_without_metadata_is_read_as_its_file(step_root: Path, tmp_path: Path) -> None:
     bag = tmp_path / "bag"
     write_bag(bag, kitti_step_sources(step_root, "val"), progress=False)
