@@ -22,7 +22,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     scorer = PanopticScorer(data, vpq=not args.no_vpq, vpq_stride=args.vpq_stride)
     latencies: list[float] = []
+    track_ids: set[int] = set()
     replay = None
     try:
         if pipeline is None:
@@ -92,13 +93,16 @@ def run(args: argparse.Namespace) -> int:
         else:
             with tqdm(unit="frame", desc="eval-bag", disable=args.no_progress) as bar:
                 for frame in reader.frames():
-                    if _check_gt(frame, reader, args.bag) and frame.panoptic is not None:
-                        start = time.perf_counter()
-                        result = pipeline.step(frame.image, stamp=frame.stamp_s, frame_id=frame.frame_id)
-                        latencies.append(time.perf_counter() - start)
+                    # Every frame goes through the tracker, labelled or not; the labelled ones are scored.
+                    start = time.perf_counter()
+                    result = pipeline.step(frame.image, stamp=frame.stamp_s, frame_id=frame.frame_id)
+                    latencies.append(time.perf_counter() - start)
+                    track_ids.update(o.track_id for o in result.objects)
+                    if frame.panoptic is not None:
                         scorer.add(frame.sequence, frame.panoptic, result.panoptic)
                     bar.update(1)
-        scores = scorer.result()
+        predict_only = reader.report.gt_topic is None
+        scores: dict[str, Any] = {"predictions_only": True} if predict_only else scorer.result()
     except (BagError, ValueError, ReplayError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -107,7 +111,14 @@ def run(args: argparse.Namespace) -> int:
                      "frames": report.frames, "frames_without_gt": report.frames_without_gt,
                      "undecodable": report.undecodable, "damage": report.damage}
     p50 = percentile((1000 * t for t in latencies), 0.5)
-    print(format_table(scores))
+    if predict_only:
+        print(f"{args.bag} has no ground-truth topic (name one with --gt-topic to score): {report.frames} frames "
+              f"predicted, no scores")
+        if pipeline is not None:
+            scores["tracks"] = len(track_ids)
+            print(f"{len(track_ids)} tracks started")
+    else:
+        print(format_table(scores))
     if replay is not None:
         from vknet_ros.replay import describe
 
@@ -118,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
         print(describe(replay, scores["replay"]["mode"]))
     elif pipeline is not None:
         scores["pipeline_ms_p50"] = p50
-        print(f"{scorer.frames} frames in {len(report.sequences)} sequence(s), pipeline p50 {p50:.1f} ms, "
-              f"backend {pipeline.backend.describe()}")
+        print(f"{report.frames} frames ({scorer.frames} scored) in {len(report.sequences)} sequence(s), pipeline "
+              f"p50 {p50:.1f} ms, backend {pipeline.backend.describe()}")
     if report.frames_without_gt or report.undecodable:
         print(f"skipped: {report.frames_without_gt} frame(s) without ground truth, {report.undecodable} undecodable")
     if report.damage:
@@ -131,18 +142,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_gt(frame: BagFrame, reader: BagReader, bag: Path) -> bool:
-    """True when the frame can be scored; a bag without any ground-truth topic is an error."""
-    from vknet_ros.bags import BagError
-
-    if frame.panoptic is not None:
-        return True
-    if reader.report.gt_topic is None:
-        raise BagError(f"{bag} has no ground-truth topic (expected /ground_truth/panoptic; name it with "
-                       f"--gt-topic): nothing to score against")
-    return False
-
-
 def _through_node(args: argparse.Namespace, reader: BagReader, model: Path,
                   scorer: PanopticScorer) -> ReplayReport:
     from vknet_ros.dds_env import apply_loopback_environment
@@ -152,7 +151,7 @@ def _through_node(args: argparse.Namespace, reader: BagReader, model: Path,
     print(f"replaying {args.bag} through the node (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, loopback only)")
 
     def on_answer(frame: BagFrame, panoptic: np.ndarray | None) -> None:
-        if _check_gt(frame, reader, args.bag) and frame.panoptic is not None:
+        if frame.panoptic is not None:
             scorer.add_answer(frame.sequence, frame.panoptic, panoptic)
 
     return replay_through_node(reader, model=model, backend=args.backend, device=args.device,

@@ -285,12 +285,17 @@ def test_bag_cli_and_eval_bag_agree_with_predict_and_eval(step_root: Path, check
     assert a["bag"]["frames"] == 8 and a["bag"]["damage"] is None
 
 
-def test_eval_bag_without_ground_truth_says_so(step_root: Path, checkpoint: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_bag_without_ground_truth_predicts_and_says_so(step_root: Path, checkpoint: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A bag without labels (a recording, kitti2mcap) had been refused: it is run and reported, unscored."""
     bag = tmp_path / "bag"
     assert main(["bag", "--from-kitti-step", str(step_root), "--out", str(bag), "--no-gt", "--no-progress"]) == 0
-    assert main(["eval-bag", "--bag", str(bag), "--model", str(checkpoint), "--no-progress"]) == 2
-    assert "no ground-truth topic" in capsys.readouterr().err
+    out = tmp_path / "result.json"
+    assert main(["eval-bag", "--bag", str(bag), "--model", str(checkpoint), "--no-progress", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "no ground-truth topic" in text and "8 frames predicted, no scores" in text and "pipeline p50" in text
+    result = json.loads(out.read_text())
+    assert result["predictions_only"] and "STQ" not in result and result["bag"]["frames"] == 8
 
 
 def test_an_unwritable_destination_is_a_bag_error(step_root: Path, tmp_path: Path) -> None:
