@@ -260,7 +260,7 @@ class Pipeline:
             self.instances.clear()
             self._frame = -1
             self._pending_reset = ""
-            _LOG.info("tracker reset: %s", reason)
+            _LOG.debug("tracker reset: %s", reason)  # callers report resets (the node counts and logs them)
         image_tensor = torch.from_numpy(network_input).to(self.backend.device)
         t1 = time.perf_counter()
         out = self.backend.infer(image_tensor, self._prev_kernels, self._use_prev[not reason], self._thresholds)

@@ -166,3 +166,12 @@ def test_a_bgr_frame_gives_the_results_of_the_same_rgb_frame() -> None:
         assert a.objects and np.array_equal(a.panoptic, b.panoptic) and a.objects == b.objects
         assert np.array_equal(a.panoptic_cells, b.panoptic_cells)
         assert np.array_equal(a.upsample(a.panoptic_cells), a.panoptic)
+
+
+def test_the_pipeline_leaves_reporting_resets_to_its_caller(torch_pipeline: Pipeline,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Under `vknet node` (logging at INFO) each reset was logged twice: by the pipeline and by the node."""
+    caplog.set_level("INFO")
+    result = torch_pipeline.step(street(0), stamp=0.0, frame_id="cam")
+    assert result.reset_reason == "start"
+    assert not [r for r in caplog.records if r.name == "vknet_model.pipeline" and r.levelname == "INFO"]
