@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -51,16 +52,29 @@ def run(args: argparse.Namespace) -> int:
         return 2
     frames = sum(len(s) for s in sequences)
     start = time.perf_counter()
+    written: list[str] = []
+    # Each sequence is written into a hidden folder and renamed when complete: a failure leaves only whole
+    # sequences, never one cut short that `vknet eval` would score as if it were all there.
     with tqdm(total=frames, unit="frame", desc="predict") as bar:
         for sequence in sequences:
             folder = args.out / "panoptic_maps" / args.split / sequence.name
-            folder.mkdir(parents=True, exist_ok=True)
-            for image_path, panoptic in zip(sequence.images, predict_sequence(pipeline, sequence), strict=True):
-                png = encode_panoptic_png(panoptic, pipeline.data.label_divisor)
-                if not cv2.imwrite(str(folder / image_path.name), png[:, :, ::-1]):
-                    print(f"error: cannot write {folder / image_path.name}", file=sys.stderr)
-                    return 1
-                bar.update(1)
+            staging = folder.with_name(f".{sequence.name}.partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            try:
+                staging.mkdir(parents=True)
+                for image_path, panoptic in zip(sequence.images, predict_sequence(pipeline, sequence), strict=True):
+                    png = encode_panoptic_png(panoptic, pipeline.data.label_divisor)
+                    if not cv2.imwrite(str(staging / image_path.name), png[:, :, ::-1]):
+                        raise OSError(f"cannot write {staging / image_path.name}")
+                    bar.update(1)
+                shutil.rmtree(folder, ignore_errors=True)
+                staging.rename(folder)
+            except (DatasetError, OSError) as exc:
+                shutil.rmtree(staging, ignore_errors=True)
+                print(f"error: {exc}\n{len(written)} of {len(sequences)} sequences were written whole "
+                      f"({', '.join(written) or 'none'}); sequence {sequence.name} was not kept", file=sys.stderr)
+                return 2
+            written.append(sequence.name)
     elapsed = time.perf_counter() - start
     print(f"wrote {frames} predictions of {len(sequences)} sequences to {args.out} ({frames / elapsed:.1f} frames/s, "
           f"backend {pipeline.backend.describe()})")

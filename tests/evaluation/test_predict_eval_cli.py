@@ -116,3 +116,16 @@ def test_the_label_space_comes_from_the_config_never_a_default(tmp_path: Path,
     assert vps["SQ"] == kitti["SQ"] == 1.0
     with pytest.raises(SystemExit):                    # no label space given: refused, not defaulted
         main(common[:-1])
+
+
+def test_predict_keeps_only_whole_sequences_when_an_image_is_corrupt(gt_root: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(gt_root, data)
+    (data / "images/val/0001/000003.png").write_bytes(b"not a png")
+    out = tmp_path / "pred"
+    assert main(["predict", "--data", str(data), "--out", str(out)]) == 2  # the bundled model
+    err = capsys.readouterr().err
+    assert "cannot read image" in err and "1 of 2 sequences were written whole (0000)" in err
+    assert sorted(p.name for p in (out / "panoptic_maps/val").iterdir()) == ["0000"]  # 0001 had 3 of 5 PNGs left
+    assert len(list((out / "panoptic_maps/val/0000").iterdir())) == 5
