@@ -13,7 +13,7 @@ import logging
 import sys
 import traceback
 
-from vknet_model.errors import VKNetError
+from vknet_model.errors import VKNetError, one_line
 
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         # A bad file, setting or input: one line for the user; the traceback is for -v.
         if args.verbose:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
 
 

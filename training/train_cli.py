@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from vknet_data.datasets import DatasetError
     from vknet_model.checkpoint import CheckpointError
     from vknet_model.config import ConfigError, resolve_config
+    from vknet_model.errors import one_line
     from vknet_model.pretrained import PretrainedError
 
     if args.time_limit is not None and args.time_limit <= 0:
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                           workers=args.workers)
         final = train(cfg, opts)
     except (ConfigError, DatasetError, CheckpointError, PretrainedError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(f"trained model: {final}" if final.name == "model.pt" else f"stopped at the time limit: {final}")
     return 0

@@ -8,3 +8,13 @@ before any command runs.
 
 class VKNetError(Exception):
     """Something the user can act on: the message says what and, where it can, how."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The user-facing line of ``exc``. An error raised in a DataLoader worker comes back with the worker's
+    whole traceback as its message (18 lines for one unreadable image): its last line holds the message."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text

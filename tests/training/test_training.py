@@ -178,6 +178,23 @@ def test_init_from_another_network_is_one_clear_line(tiny_data: tuple[Path, Path
     assert len(err.strip().splitlines()) == 1  # it was 276 lines of size mismatches
 
 
+def test_an_unreadable_image_in_a_data_worker_is_one_line(tiny_data: tuple[Path, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from vknet_cli import main
+
+    root, config_path = tiny_data
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    for image in (data / "images" / "train").rglob("*.png"):
+        image.write_bytes(b"not a png")
+    code = main(["train", "--config", str(config_path), "--data", str(data), "--val-split", "", "--workers", "1",
+                 "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: cannot read image"), err  # it was 18 lines
+
+
 def test_weights_written_before_scenes_were_recorded_are_bounded_from_their_step() -> None:
     assert scenes_trained_on({"step": 24750, "config": {"train": {"batch_size": 2}}}) == 59_500
     assert scenes_trained_on({"step": 0}) == 0
