@@ -238,7 +238,6 @@ class _Run:
         self.cfg, self.opts, self.env = cfg, opts, env
         self.iters = opts.iters or t.iters
         self.last = opts.out / "last.pt"
-        opts.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(t.seed)
         # scene_base: synthetic scene numbers below it were trained on by the weights this run starts from.
         self.net, self.scene_base = _initial_net(cfg, opts, env)
@@ -252,6 +251,7 @@ class _Run:
             cost_mask_bce=t.loss.cost_mask_bce, upsample=self.net.mask_stride // t.loss_stride)
         self.batches, source = _training_batches(cfg, opts, env, start=self.start,
                                                  first_scene=self._scenes_after(self.start))
+        opts.out.mkdir(parents=True, exist_ok=True)  # once the data is found: a wrong --data leaves no empty run
         self.held_out, self.seen = _validation_sets(opts, cfg) if env.main else ([], [])
         self.amp = t.amp and env.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16

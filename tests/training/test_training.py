@@ -193,6 +193,9 @@ def test_an_unreadable_image_in_a_data_worker_is_one_line(tiny_data: tuple[Path,
                  "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: cannot read image"), err  # it was 18 lines
+    assert main(["train", "--config", str(config_path), "--data", str(tmp_path / "missing"),
+                 "--out", str(tmp_path / "run2"), "--no-progress"]) == 2
+    assert not (tmp_path / "run2").exists()  # no empty run folder for a wrong --data
 
 
 def test_weights_written_before_scenes_were_recorded_are_bounded_from_their_step() -> None:
