@@ -42,8 +42,21 @@ class PanopticScorer:
         self._sequence: str | None = None
         self.frames = 0
 
+    def check_gt(self, gt: np.ndarray) -> None:
+        """ValueError (scoring nothing) unless ``gt`` is a panoptic map of this label space: ids >= 0 whose
+        class part is a class or void. A caller can then skip one corrupt ground-truth frame and go on."""
+        d = self.data
+        if gt.size and int(gt.min()) < 0:
+            raise ValueError("ground truth holds negative panoptic ids")
+        classes = np.unique(gt // d.label_divisor)
+        unknown = classes[(classes >= d.num_classes) & (classes != d.void_id)]
+        if unknown.size:
+            raise ValueError(f"ground truth holds classes {unknown[:5].tolist()} outside [0, {d.num_classes}) "
+                             f"and void {d.void_id}")
+
     def add(self, sequence: str, gt: np.ndarray, pred: np.ndarray) -> None:
         """Score one frame; frames of a sequence must arrive in order, sequences one after another."""
+        self.check_gt(gt)
         if gt.shape != pred.shape:
             raise ValueError(f"sequence {sequence}: prediction {pred.shape} and ground truth {gt.shape} differ")
         # A prediction whose class part is no class is void, whatever its value (the node's 16UC1 output

@@ -85,10 +85,11 @@ def run(args: argparse.Namespace) -> int:
     scorer = PanopticScorer(data, vpq=not args.no_vpq, vpq_stride=args.vpq_stride)
     latencies: list[float] = []
     track_ids: set[int] = set()
+    bad_gt: list[str] = []  # ground-truth frames that could not be scored, as "stamp: why"
     replay = None
     try:
         if pipeline is None:
-            replay = _through_node(args, reader, model, scorer)
+            replay = _through_node(args, reader, model, scorer, bad_gt)
             latencies = [ms / 1e3 for ms in replay.latencies_ms]
         else:
             with tqdm(unit="frame", desc="eval-bag", disable=args.no_progress) as bar:
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                     result = pipeline.step(frame.image, stamp=frame.stamp_s, frame_id=frame.frame_id)
                     latencies.append(time.perf_counter() - start)
                     track_ids.update(o.track_id for o in result.objects)
-                    if frame.panoptic is not None:
+                    if frame.panoptic is not None and _scorable(frame.panoptic, frame, scorer, reader, bad_gt):
                         scorer.add(frame.sequence, frame.panoptic, result.panoptic)
                     bar.update(1)
         predict_only = reader.report.gt_topic is None
@@ -131,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
         scores["pipeline_ms_p50"] = p50
         print(f"{report.frames} frames ({scorer.frames} scored) in {len(report.sequences)} sequence(s), pipeline "
               f"p50 {p50:.1f} ms, backend {pipeline.backend.describe()}")
+    if bad_gt:
+        scores["bag"]["corrupt_gt"] = len(bad_gt)
+        print(f"warning: {len(bad_gt)} ground-truth frame(s) on {report.gt_topic} could not be scored and were "
+              f"skipped, first: {bad_gt[0]}", file=sys.stderr)
     if report.frames_without_gt or report.undecodable:
         print(f"skipped: {report.frames_without_gt} frame(s) without ground truth, {report.undecodable} undecodable")
     if report.damage:
@@ -142,8 +147,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scorable(gt: np.ndarray, frame: BagFrame, scorer: PanopticScorer, reader: BagReader, bad_gt: list[str]) -> bool:
+    """Whether ``gt``, the ground truth of ``frame``, is one the scorer can use; a corrupt one is noted and
+    skipped (one such frame had ended the whole run, naming neither its stamp nor its topic)."""
+    try:
+        scorer.check_gt(gt)
+    except ValueError as exc:
+        bad_gt.append(f"stamp {frame.stamp_ns} ns on {reader.report.gt_topic}: {exc}")
+        return False
+    return True
+
+
 def _through_node(args: argparse.Namespace, reader: BagReader, model: Path,
-                  scorer: PanopticScorer) -> ReplayReport:
+                  scorer: PanopticScorer, bad_gt: list[str]) -> ReplayReport:
     from vknet_ros.dds_env import apply_loopback_environment
     from vknet_ros.replay import replay_through_node
 
@@ -151,7 +167,7 @@ def _through_node(args: argparse.Namespace, reader: BagReader, model: Path,
     print(f"replaying {args.bag} through the node (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, loopback only)")
 
     def on_answer(frame: BagFrame, panoptic: np.ndarray | None) -> None:
-        if frame.panoptic is not None:
+        if frame.panoptic is not None and _scorable(frame.panoptic, frame, scorer, reader, bad_gt):
             scorer.add_answer(frame.sequence, frame.panoptic, panoptic)
 
     return replay_through_node(reader, model=model, backend=args.backend, device=args.device,

@@ -302,3 +302,27 @@ def test_an_unwritable_destination_is_a_bag_error(step_root: Path, tmp_path: Pat
     (tmp_path / "a_file").write_text("not a folder")
     with pytest.raises(BagError, match="cannot write"):
         write_bag(tmp_path / "a_file" / "bag", kitti_step_sources(step_root, "val"), progress=False)
+
+
+def test_a_corrupt_ground_truth_frame_is_skipped_and_named(step_root: Path, checkpoint: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """One corrupt label frame had aborted the run ("labels [...] outside [0, 19)") without saying which."""
+    import shutil
+
+    import cv2
+
+    data = tmp_path / "data"
+    shutil.copytree(step_root, data)
+    label = data / "panoptic_maps/val/0000/000002.png"
+    bgr = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+    bgr[:10, :10, 2] = 200  # R = semantic class 200: neither a class nor void
+    cv2.imwrite(str(label), bgr)
+    bag, out = tmp_path / "bag", tmp_path / "result.json"
+    assert main(["bag", "--from-kitti-step", str(data), "--out", str(bag), "--no-progress"]) == 0
+    assert main(["eval-bag", "--bag", str(bag), "--model", str(checkpoint), "--no-progress", "--no-vpq",
+                 "--json", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "1 ground-truth frame(s) on /ground_truth/panoptic could not be scored" in err
+    assert "stamp " in err and "classes [200]" in err
+    result = json.loads(out.read_text())
+    assert result["bag"]["corrupt_gt"] == 1 and result["frames"] == 2 * FRAMES - 1
