@@ -351,6 +351,17 @@ class BagReader:
         gt_topic = self.gt_topic_arg or (GT_TOPIC if GT_TOPIC in images else None)
         return image_topic, gt_topic
 
+    def frame_count(self) -> int | None:
+        """Messages on the image topic by the bag's index (None for a bag that cannot be opened whole)."""
+        from rosbags.highlevel import AnyReader
+
+        try:
+            with AnyReader([self.path], default_typestore=_typestore()) as reader:
+                image_topic, _ = self._choose_topics({c.topic: c.msgtype for c in reader.connections})
+                return sum(c.msgcount for c in reader.connections if c.topic == image_topic) or None
+        except Exception:  # a damaged bag: frames() reports it; a progress bar just has no total
+            return None
+
     def frames(self) -> Iterator[BagFrame]:
         """Yield every frame; damaged files end the iteration early with ``report.damage`` set and logged."""
         from rosbags.highlevel import AnyReader, AnyReaderError

@@ -54,7 +54,12 @@ class VideoFrames:
         if not capture.isOpened():
             raise FileNotFoundError(f"cannot open video {path} (missing or not a video OpenCV can read)")
         self.fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
+        self._count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         capture.release()
+
+    def frame_count(self) -> int | None:
+        """From the container's header (0 or negative where the format does not say)."""
+        return self._count if self._count > 0 else None
 
     def frames(self) -> Iterator[BagFrame]:
         import cv2

@@ -52,6 +52,10 @@ class FrameSource(Protocol):
 
     def frames(self) -> Iterator[BagFrame]: ...
 
+    def frame_count(self) -> int | None:
+        """How many frames ``frames`` will yield, if known without reading them (for progress bars)."""
+        ...
+
 
 class ReplayError(VKNetError, RuntimeError):
     """The node could not be started or stopped answering; the message carries its log tail."""
@@ -307,7 +311,7 @@ def _play(reader: FrameSource, player: _Player, node: _NodeProcess, pending: _Pe
     from tqdm import tqdm
 
     start = time.perf_counter()
-    with tqdm(unit="frame", desc="replay", disable=not progress) as bar:
+    with tqdm(total=reader.frame_count(), unit="frame", desc="replay", disable=not progress) as bar:
         for k, frame in enumerate(reader.frames()):
             if k == 0:
                 # The clock starts with the first decoded frame: opening the bag must not make the first

@@ -104,6 +104,9 @@ def test_demo_on_a_video_file_writes_an_overlay_video(tmp_path: Path, capsys: py
         writer.write(moving_square_frame(t, 96, 320)[:, :, ::-1])
     writer.release()
     out = tmp_path / "video_demo"
+    from vknet_ros.demo import VideoFrames
+
+    assert VideoFrames(video).frame_count() == 5  # the replay's progress bar has a total and an ETA
     assert main(["demo", "--video", str(video), "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("frames=5 dropped=0 p50_ms=")
     capture = cv2.VideoCapture(str(out / "overlay.mp4"))
