@@ -19,6 +19,10 @@ from vknet_model.config import DataConfig
 VPQ_K = (0, 5, 10, 15)
 
 
+
+class GroundTruthError(ValueError):
+    """A ground-truth map the scorer cannot use (see :meth:`PanopticScorer.check_gt`)."""
+
 class PanopticScorer:
     """Accumulates STQ (KITTI-STEP rules) and, optionally, VPQ at k = 0, 5, 10, 15.
 
@@ -43,16 +47,17 @@ class PanopticScorer:
         self.frames = 0
 
     def check_gt(self, gt: np.ndarray) -> None:
-        """ValueError (scoring nothing) unless ``gt`` is a panoptic map of this label space: ids >= 0 whose
-        class part is a class or void. A caller can then skip one corrupt ground-truth frame and go on."""
+        """GroundTruthError unless ``gt`` is a panoptic map of this label space: ids >= 0 whose class part is
+        a class or void. :meth:`add` checks first and scores nothing on it, so a caller can skip one corrupt
+        ground-truth frame and go on."""
         d = self.data
         if gt.size and int(gt.min()) < 0:
-            raise ValueError("ground truth holds negative panoptic ids")
+            raise GroundTruthError("ground truth holds negative panoptic ids")
         classes = np.unique(gt // d.label_divisor)
         unknown = classes[(classes >= d.num_classes) & (classes != d.void_id)]
         if unknown.size:
-            raise ValueError(f"ground truth holds classes {unknown[:5].tolist()} outside [0, {d.num_classes}) "
-                             f"and void {d.void_id}")
+            raise GroundTruthError(f"ground truth holds classes {unknown[:5].tolist()} outside [0, "
+                                   f"{d.num_classes}) and void {d.void_id}")
 
     def add(self, sequence: str, gt: np.ndarray, pred: np.ndarray) -> None:
         """Score one frame; frames of a sequence must arrive in order, sequences one after another."""

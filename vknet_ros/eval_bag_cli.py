@@ -99,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
                     result = pipeline.step(frame.image, stamp=frame.stamp_s, frame_id=frame.frame_id)
                     latencies.append(time.perf_counter() - start)
                     track_ids.update(o.track_id for o in result.objects)
-                    if frame.panoptic is not None and _scorable(frame.panoptic, frame, scorer, reader, bad_gt):
-                        scorer.add(frame.sequence, frame.panoptic, result.panoptic)
+                    if frame.panoptic is not None:
+                        _score(frame, frame.panoptic, result.panoptic, scorer, reader, bad_gt)
                     bar.update(1)
         predict_only = reader.report.gt_topic is None
         scores: dict[str, Any] = {"predictions_only": True} if predict_only else scorer.result()
@@ -147,15 +147,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scorable(gt: np.ndarray, frame: BagFrame, scorer: PanopticScorer, reader: BagReader, bad_gt: list[str]) -> bool:
-    """Whether ``gt``, the ground truth of ``frame``, is one the scorer can use; a corrupt one is noted and
-    skipped (one such frame had ended the whole run, naming neither its stamp nor its topic)."""
+def _score(frame: BagFrame, gt: np.ndarray, pred: np.ndarray | None, scorer: PanopticScorer, reader: BagReader,
+           bad_gt: list[str]) -> None:
+    """Score ``frame`` (``pred`` None: the node dropped it); a corrupt ground truth is noted and skipped (one
+    such frame had ended the whole run, naming neither its stamp nor its topic)."""
+    from vknet_eval.scoring import GroundTruthError
+
     try:
-        scorer.check_gt(gt)
-    except ValueError as exc:
+        scorer.add_answer(frame.sequence, gt, pred)
+    except GroundTruthError as exc:
         bad_gt.append(f"stamp {frame.stamp_ns} ns on {reader.report.gt_topic}: {exc}")
-        return False
-    return True
 
 
 def _through_node(args: argparse.Namespace, reader: BagReader, model: Path,
@@ -167,8 +168,8 @@ def _through_node(args: argparse.Namespace, reader: BagReader, model: Path,
     print(f"replaying {args.bag} through the node (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, loopback only)")
 
     def on_answer(frame: BagFrame, panoptic: np.ndarray | None) -> None:
-        if frame.panoptic is not None and _scorable(frame.panoptic, frame, scorer, reader, bad_gt):
-            scorer.add_answer(frame.sequence, frame.panoptic, panoptic)
+        if frame.panoptic is not None:
+            _score(frame, frame.panoptic, panoptic, scorer, reader, bad_gt)
 
     return replay_through_node(reader, model=model, backend=args.backend, device=args.device,
                                rate_hz=args.rate or None, work_dir=args.work_dir, on_answer=on_answer,
