@@ -101,13 +101,17 @@ class _NodeProcess:
         if self.proc.poll() is not None:
             when = " before it was ready" if starting else ""
             raise ReplayError(f"the node exited with code {self.proc.returncode}{when}:\n{self.tail()}")
-        if _process_state(self.proc.pid) in ("T", "t"):
+        if self._stopped():
             raise ReplayError(f"the node process {self.proc.pid} is stopped (SIGSTOP or a debugger)")
         if starting and "configure failed" in self.tail():
             raise ReplayError(f"the node could not configure:\n{self.tail()}")
 
+    def _stopped(self) -> bool:
+        """Stopped by a signal (T) or by a tracer (t), per /proc."""
+        return _process_state(self.proc.pid) in ("T", "t")
+
     def stop(self) -> None:
-        if self.proc.poll() is None and _process_state(self.proc.pid) in ("T", "t"):
+        if self.proc.poll() is None and self._stopped():
             self.proc.kill()  # a stopped process cannot act on SIGINT
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
