@@ -27,6 +27,7 @@ setup(
         "onnxruntime>=1.18",
         "opencv-python-headless>=4.8",
         "pillow>=9.1",
+        "simplejpeg>=1.6",
         "pyyaml>=6.0",
         "tqdm>=4.60",
         "rosbags>=0.10",

@@ -40,11 +40,15 @@ _LABEL_ENCODINGS: dict[str, np.dtype] = {
 }
 # A guard against messages that claim absurd sizes (a corrupt header must not make us allocate GBs).
 MAX_PIXELS = 8192 * 8192
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG modes that are 8-bit grey or colour (with or without alpha or a palette).
+_PNG_MODES = ("L", "LA", "P", "PA", "RGB", "RGBA", "1")
 
 
 # Why an input message was refused: the node counts refusals under these fixed codes (a count keyed by message
 # text would grow with every distinct bad message an attacker sends) and logs the detail.
-REFUSAL_REASONS = ("encoding", "empty", "too_large", "step", "truncated", "undecodable")
+REFUSAL_REASONS = ("encoding", "empty", "too_large", "step", "truncated", "undecodable", "corrupt_compressed")
 # (fx, fy, cx, cy) in pixels and the (width, height) they belong to.
 Intrinsics = tuple[tuple[float, float, float, float], tuple[int, int]]
 
@@ -267,54 +271,99 @@ def image_msg_to_labels(msg: Image) -> np.ndarray:
     return rows[:, : width * dtype.itemsize].copy().view(wire_dtype).reshape(height, width)
 
 
-def compressed_msg_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """Decode a JPEG/PNG ``sensor_msgs/CompressedImage`` to RGB uint8 [H, W, 3] (errors as
-    :func:`compressed_msg_to_bgr`)."""
-    return np.ascontiguousarray(compressed_msg_to_bgr(msg)[:, :, ::-1])
-
-
-def compressed_msg_to_bgr(msg: CompressedImage, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode a JPEG/PNG ``sensor_msgs/CompressedImage`` to BGR uint8 [H, W, 3], OpenCV's own order (the node
-    takes it as it is).
-
-    The size is read from the file's header (Pillow's lazy open decodes no pixel) and checked before any
-    decoding: a 630-byte JPEG can claim 30000x30000 pixels, and decoding it first took 5.6 GB.
+def compressed_msg_to_rgb(msg: CompressedImage, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a JPEG/PNG ``sensor_msgs/CompressedImage`` to RGB uint8 [H, W, 3]; a damaged one is refused
+    (:func:`decode_compressed` keeps it for callers that want it).
 
     Raises:
-        ImageConversionError: empty data, a header that is neither JPEG nor PNG or cannot be read, an image
-            over ``max_pixels``, or data that does not decode (truncated or corrupt).
+        ImageConversionError: as :func:`decode_compressed`, and ``corrupt_compressed`` for a damaged image.
     """
-    import cv2
+    image, damage = decode_compressed(msg, max_pixels)
+    if damage:
+        raise ImageConversionError(damage, "corrupt_compressed")
+    return np.ascontiguousarray(image[:, :, ::-1])
 
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size == 0:
+
+def decode_compressed(msg: CompressedImage, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """Decode a JPEG/PNG ``sensor_msgs/CompressedImage`` to BGR uint8 [H, W, 3] (OpenCV's order, which the node
+    takes as it is) and say whether the decoder found damage ("" if not, else why).
+
+    The format comes from the data's signature (``msg.format`` is free text). The size is read from the header
+    before any pixel is decoded: a 630-byte JPEG can claim 30000x30000 pixels, and decoding it first took 5.6 GB.
+    JPEGs go through libjpeg-turbo in strict mode (simplejpeg), which reports what libjpeg only warns about: a
+    byte-flipped or truncated JPEG still decodes to a partial picture, which OpenCV returned as a good frame
+    (32 of 32 flipped files) while printing an unthrottled line to stderr. PNGs go through Pillow, which checks
+    the chunk CRCs and zlib stream and prints nothing.
+
+    Raises:
+        ImageConversionError: ``empty`` data; ``too_large`` over ``max_pixels``; ``encoding`` for a PNG that is
+            not 8-bit grey/colour (16-bit PNGs are depth or raw sensor data, not camera colour);
+            ``undecodable`` for data that is neither JPEG nor PNG or yields no picture at all.
+    """
+    data = bytes(msg.data)
+    if not data:
         raise ImageConversionError(f"compressed image ({msg.format!r}) holds no data", "empty")
-    width, height = _compressed_size(data, msg.format)
+    if data.startswith(_JPEG_SIGNATURE):
+        return _decode_jpeg(data, msg.format, max_pixels)
+    if data.startswith(_PNG_SIGNATURE):
+        return _decode_png(data, msg.format, max_pixels), ""
+    raise ImageConversionError(f"compressed image ({msg.format!r}, {len(data)} bytes) is neither JPEG nor PNG "
+                               f"(starts {data[:8].hex()})", "undecodable")
+
+
+def _check_size(width: int, height: int, fmt: str, max_pixels: int) -> None:
     if width * height > max_pixels:
-        raise ImageConversionError(f"compressed image claims {width}x{height}, over the {max_pixels}-pixel limit",
-                                   "too_large")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        raise ImageConversionError(f"cannot decode compressed image ({msg.format!r}, {data.size} bytes): "
-                                   f"corrupt or truncated", "undecodable")
-    return image
+        raise ImageConversionError(f"compressed image ({fmt!r}) claims {width}x{height}, over the "
+                                   f"{max_pixels}-pixel limit", "too_large")
+    if width * height == 0:
+        raise ImageConversionError(f"compressed image ({fmt!r}) claims {width}x{height}", "empty")
 
 
-def _compressed_size(data: np.ndarray, fmt: str) -> tuple[int, int]:
-    """(width, height) from a JPEG or PNG header, without decoding pixels."""
+def _decode_jpeg(data: bytes, fmt: str, max_pixels: int) -> tuple[np.ndarray, str]:
+    import simplejpeg
+
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as exc:
+        raise ImageConversionError(f"compressed image ({fmt!r}, {len(data)} bytes) has no readable JPEG "
+                                   f"header: {exc}", "undecodable") from exc
+    _check_size(width, height, fmt, max_pixels)
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="BGR", strict=True), ""
+    except ValueError as strict_error:
+        damage = f"damaged JPEG ({fmt!r}, {len(data)} bytes): {strict_error}"
+    try:  # what libjpeg makes of it anyway: a partial picture for recoverable damage
+        return simplejpeg.decode_jpeg(data, colorspace="BGR", strict=False), damage
+    except ValueError as exc:
+        raise ImageConversionError(f"cannot decode JPEG ({fmt!r}, {len(data)} bytes): {exc}",
+                                   "undecodable") from exc
+
+
+def _decode_png(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:
     import io
     import warnings
 
     from PIL import Image as PILImage
 
-    try:
-        with warnings.catch_warnings():
-            # Pillow's own bomb guard warns (or raises) on huge sizes; the caller applies the node's limit.
-            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
-            with PILImage.open(io.BytesIO(data.tobytes()), formats=("JPEG", "PNG")) as image:
-                return image.size
-    except PILImage.DecompressionBombError as exc:
-        raise ImageConversionError(f"compressed image ({fmt!r}) claims an absurd size: {exc}", "too_large") from exc
-    except Exception as exc:  # Pillow raises several types (UnidentifiedImageError, SyntaxError, struct.error)
-        raise ImageConversionError(f"compressed image ({fmt!r}, {data.size} bytes) has no readable JPEG/PNG "
-                                   f"header: {type(exc).__name__}", "undecodable") from exc
+    with warnings.catch_warnings():
+        # Pillow's own bomb guard warns (or raises) on huge sizes; the node's limit is applied here instead.
+        warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+        try:
+            image = PILImage.open(io.BytesIO(data), formats=("PNG",))
+        except PILImage.DecompressionBombError as exc:
+            raise ImageConversionError(f"compressed image ({fmt!r}) claims an absurd size: {exc}",
+                                       "too_large") from exc
+        except Exception as exc:  # Pillow raises several types (UnidentifiedImageError, SyntaxError, struct.error)
+            raise ImageConversionError(f"compressed image ({fmt!r}, {len(data)} bytes) has no readable PNG "
+                                       f"header: {type(exc).__name__}: {exc}", "undecodable") from exc
+        with image:
+            _check_size(*image.size, fmt, max_pixels)
+            if image.mode not in _PNG_MODES:
+                raise ImageConversionError(f"PNG ({fmt!r}) of mode {image.mode} is not 8-bit grey or colour",
+                                           "encoding")
+            try:
+                rgb = np.asarray(image.convert("RGB"))
+            except Exception as exc:  # zlib, CRC and truncation errors surface here as OSError/SyntaxError
+                raise ImageConversionError(f"cannot decode PNG ({fmt!r}, {len(data)} bytes): {type(exc).__name__}: "
+                                           f"{exc}", "undecodable") from exc
+    return np.ascontiguousarray(rgb[:, :, ::-1])

@@ -45,8 +45,8 @@ from vknet_ros.conversions import (
     Intrinsics,
     bgr_to_serialized_image,
     checked_intrinsics,
-    compressed_msg_to_bgr,
     decode_camera_image,
+    decode_compressed,
     label_dtype,
     labels_to_serialized_image,
 )
@@ -330,7 +330,13 @@ class VKNetNode(LifecycleNode):
             # An rgb8 or bgr8 frame stays a view of the message's data (alive until this method returns) in its
             # own channel order, as does OpenCV's BGR decode of a compressed one: no conversion.
             if isinstance(msg, CompressedImage):
-                pixels, order = compressed_msg_to_bgr(msg), "bgr"
+                pixels, damage = decode_compressed(msg)
+                order = "bgr"
+                if damage:
+                    if self.settings.corrupt_compressed == "drop":
+                        self._reject("corrupt_compressed", damage)
+                        return
+                    self._count_bad("corrupt_compressed", damage + " (processed: corrupt_compressed=process)")
             else:
                 pixels, order = decode_camera_image(msg)
         except ImageConversionError as exc:
@@ -366,11 +372,14 @@ class VKNetNode(LifecycleNode):
     def _reject(self, reason: str, detail: str) -> None:
         """Count a refused input message under its fixed ``reason`` (one of BAD_INPUT_REASONS); the detail
         goes to a throttled log line only."""
+        self.counters["bad_input"] += 1
+        self._count_bad(reason, f"skipped an input message ({reason}): {detail}")
+
+    def _count_bad(self, reason: str, line: str) -> None:
         if reason not in BAD_INPUT_REASONS:
             raise ValueError(f"unknown bad-input reason {reason!r}")
-        self.counters["bad_input"] += 1
         self.bad_reasons[reason] += 1
-        self.get_logger().warning(f"skipped an input message ({reason}): {detail}", throttle_duration_sec=2.0)
+        self.get_logger().warning(line, throttle_duration_sec=2.0)
 
     def _publish(self, header: Header, pixels: np.ndarray, channel_order: str, result: FrameResult) -> None:
         s, pubs = self.settings, self._pubs

@@ -14,6 +14,7 @@ from vknet_model.backends import BACKENDS
 from vknet_model.errors import VKNetError
 
 INPUT_QOS = ("sensor_data", "reliable", "best_effort")
+CORRUPT_COMPRESSED = ("drop", "process")
 PANOPTIC_ENCODINGS = ("16UC1", "32SC1")
 TORCH_PRECISIONS = ("fp32", "fp16", "bf16")  # vknet_model.backends.torch_backend.PRECISIONS, without torch
 # Thresholds that take effect on the next frame when changed at run time (`ros2 param set`).
@@ -41,6 +42,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "compressed_input": (False, "subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image"),
     "input_qos": ("sensor_data", "input QoS: sensor_data (best effort, like cameras) | reliable | best_effort"),
     "input_depth": (1, "input queue depth; the worker always takes the newest frame"),
+    "corrupt_compressed": ("drop", "a compressed frame the decoder finds damaged (flipped or missing bytes; "
+                                   "libjpeg still returns a partial picture): drop | process; counted either way"),
     "instance_score_thr": (MODEL_VALUE, "[dynamic] minimum score of a thing in the panoptic output" + _MODEL),
     "overlap_thr": (MODEL_VALUE, "[dynamic] minimum visible fraction of a mask after overlaps" + _MODEL),
     "mask_thr": (MODEL_VALUE, "[dynamic] mask probability threshold" + _MODEL),
@@ -75,6 +78,7 @@ class NodeSettings:
     compressed_input: bool
     input_qos: str
     input_depth: int
+    corrupt_compressed: str
     instance_score_thr: float
     overlap_thr: float
     mask_thr: float
@@ -149,6 +153,7 @@ def settings_from_values(values: dict[str, Any]) -> NodeSettings:
         cuda_graph=bool(v["cuda_graph"]),
         input_size=(size[0], size[1]), compressed_input=bool(v["compressed_input"]),
         input_qos=_choice("input_qos", v["input_qos"], INPUT_QOS), input_depth=depth,
+        corrupt_compressed=_choice("corrupt_compressed", v["corrupt_compressed"], CORRUPT_COMPRESSED),
         **{name: validate_dynamic(name, v[name]) for name in DYNAMIC},
         label_divisor=divisor, panoptic_encoding=encoding,
         publish_panoptic=bool(v["publish_panoptic"]), publish_semantic=bool(v["publish_semantic"]),

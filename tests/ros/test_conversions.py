@@ -18,8 +18,9 @@ from vknet_ros.conversions import (
     ImageConversionError,
     bgr_to_serialized_image,
     checked_intrinsics,
-    compressed_msg_to_bgr,
+    compressed_msg_to_rgb,
     decode_camera_image,
+    decode_compressed,
     decode_image,
     image_msg_to_labels,
     image_msg_to_rgb,
@@ -237,26 +238,98 @@ def test_compressed_images_are_sized_from_their_header_before_decoding() -> None
     from sensor_msgs.msg import CompressedImage
 
     jpeg = cv2.imencode(".jpg", np.full((40, 60, 3), 90, np.uint8))[1].tobytes()
-    assert compressed_msg_to_bgr(CompressedImage(format="jpeg", data=jpeg)).shape == (40, 60, 3)
+    assert compressed_msg_to_rgb(CompressedImage(format="jpeg", data=jpeg)).shape == (40, 60, 3)
     bombs = {"jpeg": forged_jpeg_size(jpeg, 30_000, 30_000), "png": _png_claiming(16_384, 16_384)}
     for fmt, data in bombs.items():
         tracemalloc.start()
         start = time.perf_counter()
         with pytest.raises(ImageConversionError, match="claims") as refused:
-            compressed_msg_to_bgr(CompressedImage(format=fmt, data=data))
+            compressed_msg_to_rgb(CompressedImage(format=fmt, data=data))
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert refused.value.reason == "too_large" and time.perf_counter() - start < 1.0
         assert peak < 10 * 2**20, f"{fmt}: {peak} bytes allocated before refusing"
     # The header check applies the caller's limit too.
     with pytest.raises(ImageConversionError) as small_limit:
-        compressed_msg_to_bgr(CompressedImage(format="jpeg", data=jpeg), max_pixels=40 * 60 - 1)
+        compressed_msg_to_rgb(CompressedImage(format="jpeg", data=jpeg), max_pixels=40 * 60 - 1)
     assert small_limit.value.reason == "too_large"
     for data, reason in ((b"", "empty"), (b"GIF89a....", "undecodable"), (jpeg[:30], "undecodable"),
                          (jpeg[: len(jpeg) // 2], "undecodable")):
         with pytest.raises(ImageConversionError) as exc:
-            compressed_msg_to_bgr(CompressedImage(format="jpeg", data=data))
+            compressed_msg_to_rgb(CompressedImage(format="jpeg", data=data))
         assert exc.value.reason == reason, (data[:10], str(exc.value))
+
+
+def _camera_like_jpeg_and_png() -> tuple[np.ndarray, bytes, bytes]:
+    import cv2
+
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 200, 320, dtype=np.uint8)[None, :, None]
+    bgr = (rng.random((96, 320, 3)) * 50).astype(np.uint8) + ramp
+    return bgr, cv2.imencode(".jpg", bgr)[1].tobytes(), cv2.imencode(".png", bgr)[1].tobytes()
+
+
+def test_byte_flipped_jpegs_are_reported_damaged_not_passed_as_frames(capfd: pytest.CaptureFixture[str]) -> None:
+    """OpenCV decoded 32 of 32 flipped JPEGs to partial pictures (libjpeg only warns) and printed a line to
+    stderr for each; every one must now carry its damage, and nothing may reach stderr."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    bgr, jpeg, _ = _camera_like_jpeg_and_png()
+    image, damage = decode_compressed(CompressedImage(format="jpeg", data=jpeg))
+    assert damage == "" and image.shape == bgr.shape
+    opencv = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert np.abs(image.astype(int) - opencv).mean() < 1  # BGR, as OpenCV decodes
+    rng = np.random.default_rng(1)
+    damaged = 0
+    for _ in range(32):
+        flipped = bytearray(jpeg)
+        for position in rng.integers(700, len(jpeg) - 2, 20):
+            flipped[position] ^= 0xFF
+        msg = CompressedImage(format="jpeg", data=bytes(flipped))
+        try:
+            partial, damage = decode_compressed(msg)
+        except ImageConversionError as exc:  # damage beyond what libjpeg can recover from
+            assert exc.reason == "undecodable"
+            damaged += 1
+            continue
+        assert damage.startswith("damaged JPEG") and partial.shape == bgr.shape
+        with pytest.raises(ImageConversionError) as refused:
+            compressed_msg_to_rgb(msg)
+        assert refused.value.reason == "corrupt_compressed"
+        damaged += 1
+    assert damaged == 32
+    cut = decode_compressed(CompressedImage(format="jpeg", data=jpeg[: 2 * len(jpeg) // 3]))[1]
+    assert "Premature end" in cut
+    assert capfd.readouterr().err == ""
+
+
+def test_pngs_are_checked_and_only_8_bit_ones_decode(capfd: pytest.CaptureFixture[str]) -> None:
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    bgr, _, png = _camera_like_jpeg_and_png()
+    image, damage = decode_compressed(CompressedImage(format="png", data=png))
+    assert damage == "" and np.array_equal(image, bgr)
+    grey = cv2.imencode(".png", bgr[:, :, 0])[1].tobytes()
+    grey_image = decode_compressed(CompressedImage(format="png", data=grey))[0]
+    assert np.array_equal(grey_image, np.repeat(bgr[:, :, :1], 3, 2))
+    deep = cv2.imencode(".png", bgr[:, :, 0].astype(np.uint16) * 257)[1].tobytes()
+    with pytest.raises(ImageConversionError, match="not 8-bit") as sixteen:
+        decode_compressed(CompressedImage(format="png", data=deep))
+    assert sixteen.value.reason == "encoding"
+    rng = np.random.default_rng(2)
+    for _ in range(16):
+        flipped = bytearray(png)
+        for position in rng.integers(40, len(png) - 2, 3):
+            flipped[position] ^= 0xFF
+        with pytest.raises(ImageConversionError) as refused:
+            decode_compressed(CompressedImage(format="png", data=bytes(flipped)))
+        assert refused.value.reason == "undecodable"
+    with pytest.raises(ImageConversionError) as truncated:
+        decode_compressed(CompressedImage(format="png", data=png[: len(png) // 2]))
+    assert truncated.value.reason == "undecodable"
+    assert capfd.readouterr().err == ""
 
 
 def test_every_refusal_carries_a_fixed_reason() -> None:

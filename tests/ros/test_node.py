@@ -21,7 +21,7 @@ from std_msgs.msg import Header
 
 from tests.conftest import forged_jpeg_size, moving_square_frame
 from vknet_model.pipeline import Pipeline
-from vknet_ros.conversions import image_msg_to_labels, rgb_to_image_msg
+from vknet_ros.conversions import decode_compressed, image_msg_to_labels, rgb_to_image_msg
 from vknet_ros.msg import TrackedObjectArray
 from vknet_ros.node import BAD_INPUT_REASONS, VKNetNode
 from vknet_ros.spinner import BackgroundSpinner
@@ -219,6 +219,35 @@ def _bad_images() -> list[tuple[str, Image]]:
     return out
 
 
+def flipped_jpeg(jpeg: bytes, flips: int = 20, seed: int = 0) -> bytes:
+    """``jpeg`` with bytes flipped past its headers: libjpeg still decodes it, to a partial picture."""
+    data = bytearray(jpeg)
+    for position in np.random.default_rng(seed).integers(len(jpeg) // 2, len(jpeg) - 2, flips):
+        data[position] ^= 0xFF
+    return bytes(data)
+
+
+def test_damaged_jpegs_are_dropped_or_processed_as_set_and_counted_either_way(onnx_model: Path) -> None:
+    import cv2
+
+    jpeg = cv2.imencode(".jpg", moving_square_frame(0, HEIGHT, WIDTH))[1].tobytes()
+    damaged = flipped_jpeg(jpeg)
+    assert decode_compressed(CompressedImage(format="jpeg", data=damaged))[1], "the test's JPEG is not damaged"
+    for mode, processed in (("drop", 0), ("process", 1)):
+        h = Harness(onnx_model, compressed=True, corrupt_compressed=mode)
+        try:
+            assert h.connected(h.compressed_pub)
+            h.compressed_pub.publish(CompressedImage(header=frame_msg(0).header, format="jpeg", data=damaged))
+            assert wait_for(lambda h=h: h.node.bad_reasons["corrupt_compressed"] == 1), mode
+            assert wait_for(lambda h=h, n=processed: h.node.counters["processed"] == n and len(h.panoptic) == n)
+            assert h.node.counters["bad_input"] == 1 - processed and h.node.counters["errors"] == 0
+            h.compressed_pub.publish(CompressedImage(header=frame_msg(1).header, format="jpeg", data=jpeg))
+            assert wait_for(lambda h=h, n=processed: h.node.counters["processed"] == n + 1), mode
+            assert h.node.bad_reasons["corrupt_compressed"] == 1
+        finally:
+            h.close()
+
+
 def test_fuzz_200_malformed_messages_are_counted_and_survived(onnx_model: Path) -> None:
     import cv2
 
@@ -229,11 +258,11 @@ def test_fuzz_200_malformed_messages_are_counted_and_survived(onnx_model: Path) 
         bad = _bad_images()
         jpeg = cv2.imencode(".jpg", moving_square_frame(0, HEIGHT, WIDTH))[1].tobytes()
         corrupt = [b"", b"\xff\xd8\xff", jpeg[: len(jpeg) // 3], b"not a jpeg at all", bytes(200), jpeg[::-1],
-                   forged_jpeg_size(jpeg, 30_000, 30_000)]
+                   forged_jpeg_size(jpeg, 30_000, 30_000), flipped_jpeg(jpeg)]
         sent_raw = sent_comp = 0
         for i in range(200):
             if i % 4 == 3:
-                msg = CompressedImage(header=frame_msg(i).header, format="jpeg", data=corrupt[i % len(corrupt)])
+                msg = CompressedImage(header=frame_msg(i).header, format="jpeg", data=corrupt[sent_comp % len(corrupt)])
                 comp.compressed_pub.publish(msg)
                 sent_comp += 1
                 assert wait_for(lambda n=sent_comp: comp.node.counters["bad_input"] == n), f"compressed {i}"
@@ -251,7 +280,8 @@ def test_fuzz_200_malformed_messages_are_counted_and_survived(onnx_model: Path) 
             assert sum(h.node.bad_reasons.values()) == h.node.counters["bad_input"]
         assert {r for r, n in raw.node.bad_reasons.items() if n} == {"encoding", "empty", "too_large", "step",
                                                                       "truncated"}
-        assert {r for r, n in comp.node.bad_reasons.items() if n} == {"empty", "undecodable", "too_large"}
+        assert {r for r, n in comp.node.bad_reasons.items() if n} == {"empty", "undecodable", "too_large",
+                                                                       "corrupt_compressed"}
         raw.image_pub.publish(frame_msg(1))
         assert wait_for(lambda: raw.node.counters["processed"] == 1), "no output after the fuzz"
         good_jpeg = CompressedImage(header=frame_msg(2).header, format="jpeg", data=jpeg)

@@ -35,6 +35,7 @@ ROSDEP_KEYS = {
     "scipy": "python3-scipy",
     "cv2": "python3-opencv",
     "PIL": "python3-pil",
+    "simplejpeg": "python3-simplejpeg-pip",
     "yaml": "python3-yaml",
     "tqdm": "python3-tqdm",
     "torch": "python3-pytorch-pip",
