@@ -276,6 +276,7 @@ class VKNetNode(LifecycleNode):
             self._reject("camera_info", f"{problem}; keeping the last good camera_info")
         else:
             self._intrinsics = intrinsics
+            self.counters["camera_info"] += 1
 
     def _on_incompatible_qos(self, info: QoSRequestedIncompatibleQoSInfo) -> None:
         self.counters["qos_incompatible"] += 1
@@ -352,7 +353,8 @@ class VKNetNode(LifecycleNode):
                 return
         if result.reset_reason and self.counters["processed"]:
             self.counters["resets"] += 1
-            self.get_logger().info(f"tracker reset: {result.reset_reason}")
+            # Throttled: a sender that changes frame_id on every message would otherwise own the log.
+            self.get_logger().info(f"tracker reset: {result.reset_reason}", throttle_duration_sec=1.0)
         stepped = time.perf_counter()
         self._publish(msg.header, pixels, order, result)
         done = time.perf_counter()
@@ -423,7 +425,8 @@ class VKNetNode(LifecycleNode):
                   "processing_ms_p50": f"{percentile(processing, 0.5, 0.0):.1f}",
                   "processing_ms_p90": f"{percentile(processing, 0.9, 0.0):.1f}",
                   "received": c["received"], "processed": c["processed"],
-                  "dropped": c["dropped"], "bad_input": c["bad_input"], "errors": c["errors"], "resets": c["resets"]}
+                  "dropped": c["dropped"], "bad_input": c["bad_input"], "errors": c["errors"], "resets": c["resets"],
+                  "camera_info_accepted": c["camera_info"]}
         values.update({f"bad_input_{reason}": n for reason, n in self.bad_reasons.items()})
         for stage, series in self._stage_ms.items():
             values[f"{stage}_ms_p50"] = f"{percentile(series, 0.5):.1f}" if series else "n/a"

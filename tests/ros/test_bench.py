@@ -110,3 +110,22 @@ def test_frame_memory_benchmark_measures_each_size_in_its_own_process(tmp_path: 
     (row,) = json.loads(out.read_text())["rows"]
     assert (row["height"], row["width"]) == (120, 400)
     assert row["peak_rss_mb"] >= row["baseline_peak_rss_mb"] > 0 and row["pipeline_ms"] > 0
+
+
+def test_node_fuzz_benchmark_accounts_for_every_message(tmp_path: Path) -> None:
+    """A short run of benchmarks/node_fuzz.py (the benchmark sends >= 5000): every hostile message is settled
+    under a fixed reason or processed, none hangs or is left uncounted, and a good frame is answered exactly
+    afterwards."""
+    out = tmp_path / "fuzz.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "node_fuzz.py"), "--messages", "300",
+                           "--seed", "1", "--no-progress", "--json", str(out)],
+                          capture_output=True, text=True, check=False, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["messages"] == 300 and result["hangs"] == result["uncounted"] == result["unexpected"] == 0
+    assert result["node_errors"] == 0 and result["reasons_fixed_set"] and result["reasons_sum_to_bad_input"]
+    assert result["good_frame_correct"] and result["peak_rss_mb"] < 1536
+    outcomes = result["outcomes"]
+    assert len(outcomes) >= 15, sorted(outcomes)
+    assert outcomes["png_16_bit"] == {"encoding": outcomes["png_16_bit"]["encoding"]}
+    assert set(outcomes["camera_info_bad"]) == {"camera_info"}
