@@ -47,6 +47,7 @@ FRAME_ID = "camera"
 SEQUENCE_GAP_S = 2.0          # > the pipeline's default reset_gap_s (1 s)
 DEFAULT_START_NS = 1_700_000_000 * 10**9  # stamps of synthetic / KITTI-STEP bags start here (no real clock)
 SEQUENCES_KEY = "vknet.sequences"  # custom_data entry: comma-separated sequence names in bag order
+MCAP_MAGIC = b"\x89MCAP0\r\n"
 _IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/Image")
 _COMPRESSED_TYPES = ("sensor_msgs/msg/CompressedImage", "sensor_msgs/CompressedImage")
 
@@ -111,10 +112,43 @@ class BagReadReport:
     messages: int = 0
     frames: int = 0
     frames_without_gt: int = 0
-    undecodable: int = 0
+    undecodable: int = 0        # image or ground-truth messages that deserialised but hold no usable picture
+    unreadable: int = 0         # records that could not be deserialised (a corrupt string, a short buffer)
+    gt_without_image: int = 0   # ground-truth messages with no image at their stamp
+    index_images: int | None = None  # image messages the bag's index lists (None: no index, e.g. a salvaged file)
+    image_messages: int = 0     # image messages actually read
     sequences: list[str] = field(default_factory=list)
     damage: str | None = None
+    skipped: list[str] = field(default_factory=list)  # damaged chunks skipped, reading went on after them
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def lost_images(self) -> int:
+        """Image messages the index lists that were never read: damaged records the storage skipped, or the
+        part of the file after damage. Zero when the bag has no index to compare with."""
+        return max(0, self.index_images - self.image_messages) if self.index_images is not None else 0
+
+    def problems(self) -> list[str]:
+        """One line per way frames went missing or unpaired (empty for a clean read)."""
+        lines = []
+        if self.lost_images:
+            lines.append(f"{self.lost_images} of the {self.index_images} image messages the bag's index lists were "
+                         f"never read (damaged records)")
+        if self.skipped:
+            lines.append(f"{len(self.skipped)} damaged part(s) skipped, reading went on: {'; '.join(self.skipped[:3])}")
+        if self.unreadable:
+            lines.append(f"{self.unreadable} record(s) could not be deserialised, first: {self.errors[0]}")
+        if self.gt_without_image:
+            lines.append(f"{self.gt_without_image} ground-truth message(s) on {self.gt_topic} have no image at "
+                         f"their stamp")
+        if self.frames_without_gt:
+            lines.append(f"{self.frames_without_gt} frame(s) have no ground truth on {self.gt_topic}")
+        if self.undecodable:
+            lines.append(f"{self.undecodable} frame(s) could not be decoded")
+        if self.damage:
+            lines.append(f"the bag is damaged ({self.damage}); reading stopped there, the {self.frames} readable "
+                         f"frames before it are used")
+        return lines
 
 
 def _typestore() -> Typestore:
@@ -232,6 +266,8 @@ def write_bag(out: str | Path, sources: Sequence[SequenceSource], *, storage: st
                     report.frames += 1
                     bar.update(1)
                 report.sequences += 1
+        if storage == "mcap":
+            _rewrite_with_checksums(next((staging / out.name).glob("*.mcap")))
         (staging / out.name).rename(out)
     except (OSError, WriterError) as exc:
         raise BagError(f"cannot write {out}: {exc}") from exc
@@ -240,6 +276,39 @@ def write_bag(out: str | Path, sources: Sequence[SequenceSource], *, storage: st
     report.bytes = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _rewrite_with_checksums(file: Path) -> None:
+    """Rewrite an mcap file record for record with CRC-32s over every chunk and the data section.
+
+    The rosbags writer leaves every CRC at 0 ("none"), so a flipped byte in a stored image went unnoticed and
+    a flipped byte in a record header silently lost a frame. The mcap library's writer computes them, and both
+    rosbags and the mcap reader check a non-zero CRC when reading.
+    """
+    from mcap.records import Channel, Header, Message, Metadata, Schema
+    from mcap.stream_reader import StreamReader
+    from mcap.writer import CompressionType, Writer
+
+    checked = file.with_name(file.name + ".crc")
+    schema_ids: dict[int, int] = {}
+    channel_ids: dict[int, int] = {}
+    with file.open("rb") as source, checked.open("wb") as target:
+        writer = Writer(target, compression=CompressionType.NONE, enable_crcs=True, enable_data_crcs=True)
+        for record in StreamReader(source).records:
+            if isinstance(record, Header):
+                writer.start(profile=record.profile, library=record.library)
+            elif isinstance(record, Schema):
+                schema_ids[record.id] = writer.register_schema(record.name, record.encoding, record.data)
+            elif isinstance(record, Channel):
+                channel_ids[record.id] = writer.register_channel(record.topic, record.message_encoding,
+                                                                 schema_ids.get(record.schema_id, 0), record.metadata)
+            elif isinstance(record, Message):
+                writer.add_message(channel_ids[record.channel_id], record.log_time, record.data, record.publish_time,
+                                   record.sequence)
+            elif isinstance(record, Metadata):
+                writer.add_metadata(record.name, record.metadata)
+        writer.finish()
+    checked.replace(file)
 
 
 def _frame_messages(store: Typestore, source: SequenceSource, i: int, encoding: str) -> dict[str, Any]:
@@ -380,17 +449,49 @@ class BagReader:
             image_topic, gt_topic = self._choose_topics(topics)
             wanted = [c for c in reader.connections if c.topic in (image_topic, gt_topic)]
             self.report.image_topic, self.report.gt_topic = image_topic, gt_topic
-
-            def messages() -> Iterator[tuple[str, object]]:
-                try:
-                    for conn, _, raw in reader.messages(connections=wanted):
-                        yield conn.topic, reader.deserialize(raw, conn.msgtype)
-                except (AnyReaderError, ReaderError, OSError, ValueError) as exc:
-                    self._damaged(f"{type(exc).__name__}: {exc}")
-
-            yield from self._assemble(messages())
+            self.report.index_images = sum(c.msgcount for c in wanted if c.topic == image_topic)
+            yield from self._assemble(self._indexed_messages(reader, wanted))
         finally:
             reader.close()
+
+    def _indexed_messages(self, reader: Any, wanted: list[Any]) -> Iterator[tuple[str, object]]:
+        """Messages of an opened bag in time order. A damaged mcap chunk (checksum or structure) is skipped
+        and reading resumes after it, so one flipped byte costs that chunk's frames, not the rest of the bag;
+        a record that does not deserialise is counted with its topic, time and position."""
+        start: int | None = None
+        last_time = -1
+        position = 0
+        while True:
+            try:
+                for conn, time_ns, raw in reader.messages(connections=wanted, start=start):
+                    position += 1
+                    last_time = time_ns
+                    try:
+                        msg = reader.deserialize(raw, conn.msgtype)
+                    except Exception as exc:  # rosbags meets corrupt bytes with many types (UnicodeDecodeError...)
+                        self._unreadable(conn.topic, f"record {position} on {conn.topic} at bag time {time_ns} ns: "
+                                                     f"{type(exc).__name__}: {exc}")
+                        continue
+                    yield conn.topic, msg
+                return
+            except Exception as exc:  # rosbags' storage readers raise ReaderError, OverflowError, struct.error...
+                why = f"{type(exc).__name__}: {exc}"
+                resume = _chunk_end_after(self.path, last_time)
+                if resume is None:
+                    self._damaged(why)
+                    return
+                self.report.skipped.append(f"the chunk ending at bag time {resume} ns ({why})")
+                _LOG.warning("%s: skipping a damaged chunk ending at bag time %d ns (%s)", self.path, resume, why)
+                start = resume + 1
+                last_time = resume
+
+    def _unreadable(self, topic: str, detail: str) -> None:
+        """A record read from storage that did not deserialise: counted (an image one as read, so it is not
+        also reported lost) with where it was."""
+        self.report.unreadable += 1
+        self.report.errors.append(detail)
+        if topic == self.report.image_topic:
+            self.report.image_messages += 1
 
     def _damaged(self, why: str) -> None:
         self.report.damage = why
@@ -409,7 +510,6 @@ class BagReader:
     def _salvage_mcap(self, files: list[Path], why: str) -> Iterator[tuple[str, object]]:
         from mcap.exceptions import McapError
         from mcap.records import Channel, Message, Schema
-        from mcap.stream_reader import StreamReader
         from rosbags.typesys import get_types_from_msg
 
         store = _typestore()
@@ -419,7 +519,7 @@ class BagReader:
         for file in files:
             with file.open("rb") as stream:
                 try:
-                    for record in StreamReader(stream, validate_crcs=True).records:
+                    for position, record in enumerate(self._checked_records(file, stream), 1):
                         if isinstance(record, Schema):
                             schemas[record.id] = record.name
                             if record.name not in store.types and record.data:
@@ -431,8 +531,15 @@ class BagReader:
                             if chosen is None:
                                 chosen = self._choose_topics({t: ty for t, ty in channels.values()})
                                 self.report.image_topic, self.report.gt_topic = chosen
-                            if topic in chosen:
-                                yield topic, store.deserialize_cdr(record.data, msgtype)
+                            if topic not in chosen:
+                                continue
+                            try:
+                                msg = store.deserialize_cdr(record.data, msgtype)
+                            except Exception as exc:  # corrupt bytes that passed no CRC (none was written)
+                                self._unreadable(topic, f"{file.name} record {position} on {topic} at bag time "
+                                                        f"{record.log_time} ns: {type(exc).__name__}: {exc}")
+                                continue
+                            yield topic, msg
                 except (McapError, EOFError, ValueError, KeyError, struct.error, TypeError) as exc:
                     # The mcap stream reader meets a cut-off record in many forms: struct.error for a short
                     # read, TypeError for an empty one, UnicodeDecodeError (a ValueError) for a cut string.
@@ -440,6 +547,26 @@ class BagReader:
                                   f"({type(exc).__name__}: {exc})")
                     return
         self._damaged(why)
+
+    def _checked_records(self, file: Path, stream: Any) -> Iterator[Any]:
+        """The records of an mcap stream, chunks opened; a chunk whose CRC fails is skipped and noted, and a
+        damaged signature alone does not cost the records behind it."""
+        from mcap.records import Chunk
+        from mcap.stream_reader import StreamReader, breakup_chunk
+
+        damaged_magic = stream.read(len(MCAP_MAGIC)) != MCAP_MAGIC
+        if damaged_magic:
+            self.report.skipped.append(f"{file.name} has a damaged mcap signature")
+        stream.seek(len(MCAP_MAGIC) if damaged_magic else 0)
+        for record in StreamReader(stream, skip_magic=damaged_magic, emit_chunks=True).records:
+            if not isinstance(record, Chunk):
+                yield record
+                continue
+            try:
+                yield from breakup_chunk(record, validate_crc=True)
+            except ValueError as exc:  # CRCValidationError, or a chunk whose inner records are cut
+                self.report.skipped.append(f"{file.name}: the chunk ending at bag time {record.message_end_time} ns "
+                                           f"({exc})")
 
     def _assemble(self, messages: Iterable[tuple[str, object]]) -> Iterator[BagFrame]:
         """Group messages by header stamp into frames and split the frames into sequences."""
@@ -453,17 +580,21 @@ class BagReader:
                 yield from self._frame(group, group_stamp, splitter)
                 group = {}
             group_stamp = stamp
-            group["gt" if topic == self.report.gt_topic else "image"] = msg
+            if topic == self.report.gt_topic:
+                group["gt"] = msg
+            else:
+                self.report.image_messages += 1
+                group["image"] = msg
         if group:
             yield from self._frame(group, group_stamp, splitter)
         self.report.sequences = splitter.names_seen
-        if self.report.damage:
-            _LOG.error("bag %s is damaged (%s): reading stopped after %d messages; the %d readable frames are used",
-                       self.path, self.report.damage, self.report.messages, self.report.frames)
+        for line in self.report.problems():
+            _LOG.warning("%s: %s", self.path, line)
 
     def _frame(self, group: dict[str, Any], stamp: int, splitter: _SequenceSplitter) -> Iterator[BagFrame]:
         image_msg, gt_msg = group.get("image"), group.get("gt")
         if image_msg is None:
+            self.report.gt_without_image += 1
             return
         try:
             if type(image_msg).__name__.endswith("CompressedImage"):
@@ -481,6 +612,25 @@ class BagReader:
             self.report.frames_without_gt += 1
         self.report.frames += 1
         yield BagFrame(sequence, index, stamp, image_msg.header.frame_id, image, panoptic)
+
+
+def _chunk_end_after(path: Path, time_ns: int) -> int | None:
+    """The end time of the first mcap chunk holding messages after ``time_ns``, by the file's chunk index
+    (None: not an mcap with a readable index, or no such chunk)."""
+    from mcap.reader import make_reader
+
+    files = sorted(path.glob("*.mcap")) if path.is_dir() else [path] if path.suffix == ".mcap" else []
+    for file in files:
+        try:
+            with file.open("rb") as stream:
+                summary = make_reader(stream).get_summary()
+        except Exception:  # the index itself is damaged: nothing to resume by
+            continue
+        ends = sorted(c.message_end_time for c in (summary.chunk_indexes if summary else [])
+                      if c.message_end_time > time_ns)
+        if ends:
+            return ends[0]
+    return None
 
 
 class _SequenceSplitter:

@@ -2,7 +2,9 @@
 
 The bag needs a ground-truth panoptic topic (`vknet bag --from-kitti-step` writes /ground_truth/panoptic).
 Sequences are split where the Pipeline resets its tracker (frame_id change, time going back, a gap over
-reset_gap_s), exactly as the live node does. A damaged bag is reported and its readable frames are scored.
+reset_gap_s), exactly as the live node does. A damaged bag is reported (frames lost, unpaired, undecodable or
+unreadable are counted with where they were; a damaged mcap chunk is skipped and reading goes on) and its
+readable frames are scored.
 Without --model the bundled model is used.
 
 With --through-node the bag is played over DDS into the live node (started as its own process, loopback
@@ -102,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
                     if frame.panoptic is not None:
                         _score(frame, frame.panoptic, result.panoptic, scorer, reader, bad_gt)
                     bar.update(1)
+        if reader.report.frames == 0 and reader.report.problems():
+            raise BagError(f"no frame could be read from {args.bag}: {'; '.join(reader.report.problems())}")
         predict_only = reader.report.gt_topic is None
         scores: dict[str, Any] = {"predictions_only": True} if predict_only else scorer.result()
     except (BagError, ValueError, ReplayError) as exc:
@@ -110,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
     report = reader.report
     scores["bag"] = {"path": str(args.bag), "image_topic": report.image_topic, "gt_topic": report.gt_topic,
                      "frames": report.frames, "frames_without_gt": report.frames_without_gt,
-                     "undecodable": report.undecodable, "damage": report.damage}
+                     "undecodable": report.undecodable, "unreadable": report.unreadable,
+                     "gt_without_image": report.gt_without_image, "lost_images": report.lost_images,
+                     "skipped": report.skipped, "damage": report.damage}
     p50 = percentile((1000 * t for t in latencies), 0.5)
     if predict_only:
         print(f"{args.bag} has no ground-truth topic (name one with --gt-topic to score): {report.frames} frames "
@@ -136,11 +142,6 @@ def run(args: argparse.Namespace) -> int:
         scores["bag"]["corrupt_gt"] = len(bad_gt)
         print(f"warning: {len(bad_gt)} ground-truth frame(s) on {report.gt_topic} could not be scored and were "
               f"skipped, first: {bad_gt[0]}", file=sys.stderr)
-    if report.frames_without_gt or report.undecodable:
-        print(f"skipped: {report.frames_without_gt} frame(s) without ground truth, {report.undecodable} undecodable")
-    if report.damage:
-        print(f"warning: the bag is damaged ({report.damage}); the {report.frames} readable frames were scored",
-              file=sys.stderr)
     if args.json:
         write_json(args.json, scores)
         print(f"wrote {args.json}")

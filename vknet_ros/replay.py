@@ -344,12 +344,14 @@ def replay_through_node(reader: FrameSource, *, model: Path, backend: str = "aut
                         on_answer: Callable[[BagFrame, np.ndarray | None], None],
                         on_overlay: Callable[[np.ndarray], None] | None = None,
                         answer_timeout_s: float = 60.0, ready_timeout_s: float = READY_TIMEOUT_S,
-                        progress: bool = True, every_output: bool = False) -> ReplayReport:
+                        progress: bool = True, every_output: bool = False,
+                        on_node_started: Callable[[int], None] | None = None) -> ReplayReport:
     """Play every frame of ``reader`` into a freshly started node; call ``on_answer(frame, panoptic)`` per frame
     in order (``panoptic`` is None for a frame the node dropped).
 
     ``every_output`` subscribes to (and discards) the semantic, overlay and marker topics as well, so the node
-    builds every output it has, as it does for a user watching all of them in RViz.
+    builds every output it has, as it does for a user watching all of them in RViz. ``on_node_started(pid)``
+    is told the node's process id (a soak test watches its memory, threads and descriptors).
 
     The caller sets up DDS (``vknet_ros.dds_env.apply_loopback_environment``) before calling.
     """
@@ -362,6 +364,8 @@ def replay_through_node(reader: FrameSource, *, model: Path, backend: str = "aut
               "publish_overlay": str(every_output or on_overlay is not None).lower()}
     namespace = replay_namespace()
     node = _NodeProcess(params, work_dir / "node.log", namespace)
+    if on_node_started is not None:
+        on_node_started(node.proc.pid)
     try:
         player = _Player(on_overlay, namespace, every_output)
     except BaseException:

@@ -328,3 +328,91 @@ def test_a_corrupt_ground_truth_frame_is_skipped_and_named(step_root: Path, chec
     assert "stamp " in err and "classes [200]" in err
     result = json.loads(out.read_text())
     assert result["bag"]["corrupt_gt"] == 1 and result["frames"] == 2 * FRAMES - 1
+
+
+def _flipped(bag: Path, positions: list[int]) -> None:
+    data = next(bag.glob("*.mcap"))
+    raw = bytearray(data.read_bytes())
+    for at in positions:
+        raw[at] ^= 0xFF
+    data.write_bytes(bytes(raw))
+
+
+def test_written_mcap_bags_carry_chunk_and_data_section_crcs(step_root: Path, tmp_path: Path) -> None:
+    """rosbags writes every CRC as 0 (none): a flipped pixel went unnoticed. Every chunk and the data section
+    now carry one, which the mcap library checks here (and rosbags on every read)."""
+    from mcap.records import Chunk, DataEnd
+    from mcap.stream_reader import StreamReader
+
+    bag = tmp_path / "bag"
+    write_bag(bag, kitti_step_sources(step_root, "val"), progress=False)
+    with next(bag.glob("*.mcap")).open("rb") as stream:
+        records = list(StreamReader(stream, emit_chunks=True, validate_crcs=True).records)
+    chunks = [r for r in records if isinstance(r, Chunk)]
+    assert chunks and all(c.uncompressed_crc != 0 for c in chunks)
+    assert [r.data_section_crc != 0 for r in records if isinstance(r, DataEnd)] == [True]
+
+
+def test_a_flipped_byte_costs_its_chunk_only_and_is_reported(step_root: Path, tmp_path: Path) -> None:
+    bag = tmp_path / "bag"
+    write_bag(bag, kitti_step_sources(step_root, "val"), progress=False)
+    clean = {f.stamp_ns: f for f in BagReader(bag).frames()}
+    _flipped(bag, [next(bag.glob("*.mcap")).stat().st_size // 2])
+    reader = BagReader(bag)
+    frames = list(reader.frames())
+    report = reader.report
+    assert report.skipped and "checksum" in report.skipped[0] and report.damage is None
+    assert report.lost_images >= 1 and len(frames) + report.lost_images == 2 * FRAMES
+    assert any("never read" in line for line in report.problems())
+    for frame in frames:  # what was read is exactly what was written: the damage did not reach a frame
+        np.testing.assert_array_equal(frame.image, clean[frame.stamp_ns].image)
+    assert frames[-1].stamp_ns == max(clean)  # reading went on after the damaged chunk
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_flipped_bytes_at_the_start_never_lose_a_frame_silently(step_root: Path, tmp_path: Path, seed: int) -> None:
+    """20 flipped bytes in the first 2 KB had silently lost a frame (16 -> 15, rc 0)."""
+    bag = tmp_path / "bag"
+    write_bag(bag, kitti_step_sources(step_root, "val"), progress=False)
+    _flipped(bag, [int(p) for p in np.random.default_rng(seed).integers(0, 2048, 20)])
+    reader = BagReader(bag)
+    frames = list(reader.frames())
+    if len(frames) < 2 * FRAMES:
+        assert reader.report.problems(), f"{2 * FRAMES - len(frames)} frame(s) lost without a word"
+
+
+def test_unpaired_ground_truth_and_unreadable_records_are_counted_with_context(tmp_path: Path) -> None:
+    """A record whose string is not UTF-8 had ended reading with a bare `utf-8` decode error; a ground truth
+    with no image at its stamp had vanished without a count."""
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    image_cls, header_cls = store.types["sensor_msgs/msg/Image"], store.types["std_msgs/msg/Header"]
+    time_cls = store.types["builtin_interfaces/msg/Time"]
+    bag = tmp_path / "bag"
+    with Writer(bag, version=8) as writer:  # rosbags' own writer: no CRCs, as many recorders
+        image = writer.add_connection(IMAGE_TOPIC, "sensor_msgs/msg/Image", typestore=store)
+        gt = writer.add_connection(GT_TOPIC, "sensor_msgs/msg/Image", typestore=store)
+        for t in range(4):
+            header = header_cls(stamp=time_cls(sec=t, nanosec=0), frame_id="camera")
+            msg = image_cls(header=header, height=2, width=2, encoding="rgb8", is_bigendian=0, step=6,
+                            data=np.arange(12, dtype=np.uint8))
+            raw = store.serialize_cdr(msg, "sensor_msgs/msg/Image")
+            if t == 1:  # a frame_id that is not UTF-8
+                raw = raw.tobytes().replace(b"camera", b"\xff\xfe\xfdera")
+            if t != 2:  # frame 2 has ground truth only
+                writer.write(image, t * 10**9, raw)
+            labels = image_cls(header=header, height=2, width=2, encoding="32SC1", is_bigendian=0, step=8,
+                               data=np.zeros(16, dtype=np.uint8))
+            writer.write(gt, t * 10**9, store.serialize_cdr(labels, "sensor_msgs/msg/Image"))
+    reader = BagReader(bag, reset_gap_s=5.0)
+    frames = list(reader.frames())
+    report = reader.report
+    assert [f.stamp_ns for f in frames] == [0, 3 * 10**9]
+    assert report.unreadable == 1 and report.gt_without_image == 2 and report.lost_images == 0
+    assert IMAGE_TOPIC in report.errors[0] and "1000000000 ns" in report.errors[0]
+    assert "'utf-8' codec can't decode" in report.errors[0]
+    lines = report.problems()
+    assert any("could not be deserialised" in line for line in lines)
+    assert any("have no image at their stamp" in line for line in lines)
