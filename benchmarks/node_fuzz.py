@@ -67,10 +67,18 @@ class Tally:
 
 
 def peak_rss_mb() -> float:
+    return _status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    return _status_mb("VmRSS")
+
+
+def _status_mb(key: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return 0.0
 
 
 # ---- message makers -----------------------------------------------------------------------------------------
@@ -321,6 +329,7 @@ def run(n: int, seed: int, timeout_s: float, progress: bool = True) -> dict[str,
     try:
         every_pub = [pubs["raw"], pubs["compressed"], *pubs["info"]]
         _wait(lambda: all(p.get_subscription_count() >= 1 for p in every_pub), 30.0, "the nodes to subscribe")
+        setup_rss_mb = current_rss_mb()  # both nodes configured and warmed up, before the first message
         for case in tqdm(cases(maker, n), total=n, unit="msg", desc="fuzz", disable=not progress):
             targets = [nodes["raw"], nodes["compressed"]] if case.target == "info" else [nodes[case.target]]
             before = [_snapshot(node) for node in targets]
@@ -370,7 +379,8 @@ def run(n: int, seed: int, timeout_s: float, progress: bool = True) -> dict[str,
         "reasons_fixed_set": fixed, "reasons_sum_to_bad_input": counted,
         "good_frame_after": "answered exactly as a fresh Pipeline" if correct else
         ("answered, differently" if answered else "not answered"), "good_frame_correct": bool(correct),
-        "peak_rss_mb": round(peak_rss_mb(), 1), "slowest_message_s": round(tally.slowest_s, 3),
+        "rss_after_setup_mb": round(setup_rss_mb, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
+        "slowest_message_s": round(tally.slowest_s, 3),
         "slowest_kind": tally.slowest_kind, "wall_s": round(time.perf_counter() - start, 1),
         "outcomes": {kind: dict(sorted(c.items())) for kind, c in sorted(tally.outcomes.items())},
     }
@@ -398,10 +408,11 @@ def main() -> int:
     result = run(args.messages, args.seed, args.timeout, progress=not args.no_progress)
     result.update({"seed": args.seed, "cpu": platform.processor() or platform.machine(),
                    "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", *sys.argv])})
-    print(f"\n| messages | crashes | hangs | uncounted | unexpected | node errors | peak RSS (MB) | slowest (s) | "
-          f"good frame after |\n|---|---|---|---|---|---|---|---|---|\n| {result['messages']} | 0 | "
+    print(f"\n| messages | crashes | hangs | uncounted | unexpected | node errors | RSS after setup / peak (MB) | "
+          f"slowest (s) | good frame after |\n|---|---|---|---|---|---|---|---|---|\n| {result['messages']} | 0 | "
           f"{result['hangs']} | {result['uncounted']} | {result['unexpected']} | {result['node_errors']} | "
-          f"{result['peak_rss_mb']} | {result['slowest_message_s']} ({result['slowest_kind']}) | "
+          f"{result['rss_after_setup_mb']} / {result['peak_rss_mb']} | {result['slowest_message_s']} "
+          f"({result['slowest_kind']}) | "
           f"{result['good_frame_after']} |\n")
     print("| kind | outcomes |\n|---|---|")
     for kind, outcomes in result["outcomes"].items():

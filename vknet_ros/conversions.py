@@ -272,39 +272,35 @@ def image_msg_to_labels(msg: Image) -> np.ndarray:
 
 
 def compressed_msg_to_rgb(msg: CompressedImage, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode a JPEG/PNG ``sensor_msgs/CompressedImage`` to RGB uint8 [H, W, 3]; a damaged one is refused
-    (:func:`decode_compressed` keeps it for callers that want it).
-
-    Raises:
-        ImageConversionError: as :func:`decode_compressed`, and ``corrupt_compressed`` for a damaged image.
-    """
-    image, damage = decode_compressed(msg, max_pixels)
-    if damage:
-        raise ImageConversionError(damage, "corrupt_compressed")
-    return np.ascontiguousarray(image[:, :, ::-1])
+    """Decode a JPEG/PNG ``sensor_msgs/CompressedImage`` to RGB uint8 [H, W, 3]; errors as
+    :func:`decode_compressed` (a damaged JPEG is refused)."""
+    return np.ascontiguousarray(decode_compressed(msg, max_pixels)[0][:, :, ::-1])
 
 
-def decode_compressed(msg: CompressedImage, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
+def decode_compressed(msg: CompressedImage, max_pixels: int = MAX_PIXELS, *,
+                      keep_damaged: bool = False) -> tuple[np.ndarray, str]:
     """Decode a JPEG/PNG ``sensor_msgs/CompressedImage`` to BGR uint8 [H, W, 3] (OpenCV's order, which the node
-    takes as it is) and say whether the decoder found damage ("" if not, else why).
+    takes as it is), and what damage the decoder found ("" for none; only ever set with ``keep_damaged``).
 
     The format comes from the data's signature (``msg.format`` is free text). The size is read from the header
     before any pixel is decoded: a 630-byte JPEG can claim 30000x30000 pixels, and decoding it first took 5.6 GB.
     JPEGs go through libjpeg-turbo in strict mode (simplejpeg), which reports what libjpeg only warns about: a
     byte-flipped or truncated JPEG still decodes to a partial picture, which OpenCV returned as a good frame
-    (32 of 32 flipped files) while printing an unthrottled line to stderr. PNGs go through Pillow, which checks
-    the chunk CRCs and zlib stream and prints nothing.
+    (32 of 32 flipped files) while printing an unthrottled line to stderr. With ``keep_damaged`` that partial
+    picture is returned with the damage; without, the JPEG is refused before a second decode is spent on it.
+    PNGs go through Pillow, which checks the chunk CRCs and zlib stream and prints nothing.
 
     Raises:
         ImageConversionError: ``empty`` data; ``too_large`` over ``max_pixels``; ``encoding`` for a PNG that is
             not 8-bit grey/colour (16-bit PNGs are depth or raw sensor data, not camera colour);
+            ``corrupt_compressed`` for a JPEG whose header reads but whose data is damaged (unless kept);
             ``undecodable`` for data that is neither JPEG nor PNG or yields no picture at all.
     """
     data = bytes(msg.data)
     if not data:
         raise ImageConversionError(f"compressed image ({msg.format!r}) holds no data", "empty")
     if data.startswith(_JPEG_SIGNATURE):
-        return _decode_jpeg(data, msg.format, max_pixels)
+        return _decode_jpeg(data, msg.format, max_pixels, keep_damaged)
     if data.startswith(_PNG_SIGNATURE):
         return _decode_png(data, msg.format, max_pixels), ""
     raise ImageConversionError(f"compressed image ({msg.format!r}, {len(data)} bytes) is neither JPEG nor PNG "
@@ -319,7 +315,7 @@ def _check_size(width: int, height: int, fmt: str, max_pixels: int) -> None:
         raise ImageConversionError(f"compressed image ({fmt!r}) claims {width}x{height}", "empty")
 
 
-def _decode_jpeg(data: bytes, fmt: str, max_pixels: int) -> tuple[np.ndarray, str]:
+def _decode_jpeg(data: bytes, fmt: str, max_pixels: int, keep_damaged: bool) -> tuple[np.ndarray, str]:
     import simplejpeg
 
     try:
@@ -332,6 +328,8 @@ def _decode_jpeg(data: bytes, fmt: str, max_pixels: int) -> tuple[np.ndarray, st
         return simplejpeg.decode_jpeg(data, colorspace="BGR", strict=True), ""
     except ValueError as strict_error:
         damage = f"damaged JPEG ({fmt!r}, {len(data)} bytes): {strict_error}"
+        if not keep_damaged:
+            raise ImageConversionError(damage, "corrupt_compressed") from strict_error
     try:  # what libjpeg makes of it anyway: a partial picture for recoverable damage
         return simplejpeg.decode_jpeg(data, colorspace="BGR", strict=False), damage
     except ValueError as exc:

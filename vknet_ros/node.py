@@ -331,12 +331,10 @@ class VKNetNode(LifecycleNode):
             # An rgb8 or bgr8 frame stays a view of the message's data (alive until this method returns) in its
             # own channel order, as does OpenCV's BGR decode of a compressed one: no conversion.
             if isinstance(msg, CompressedImage):
-                pixels, damage = decode_compressed(msg)
+                # A damaged JPEG raises corrupt_compressed (refused below) unless the user wants it processed.
+                pixels, damage = decode_compressed(msg, keep_damaged=self.settings.corrupt_compressed == "process")
                 order = "bgr"
                 if damage:
-                    if self.settings.corrupt_compressed == "drop":
-                        self._reject("corrupt_compressed", damage)
-                        return
                     self._count_bad("corrupt_compressed", damage + " (processed: corrupt_compressed=process)")
             else:
                 pixels, order = decode_camera_image(msg)

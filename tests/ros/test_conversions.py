@@ -288,7 +288,7 @@ def test_byte_flipped_jpegs_are_reported_damaged_not_passed_as_frames(capfd: pyt
             flipped[position] ^= 0xFF
         msg = CompressedImage(format="jpeg", data=bytes(flipped))
         try:
-            partial, damage = decode_compressed(msg)
+            partial, damage = decode_compressed(msg, keep_damaged=True)
         except ImageConversionError as exc:  # damage beyond what libjpeg can recover from
             assert exc.reason == "undecodable"
             damaged += 1
@@ -299,7 +299,7 @@ def test_byte_flipped_jpegs_are_reported_damaged_not_passed_as_frames(capfd: pyt
         assert refused.value.reason == "corrupt_compressed"
         damaged += 1
     assert damaged == 32
-    cut = decode_compressed(CompressedImage(format="jpeg", data=jpeg[: 2 * len(jpeg) // 3]))[1]
+    cut = decode_compressed(CompressedImage(format="jpeg", data=jpeg[: 2 * len(jpeg) // 3]), keep_damaged=True)[1]
     assert "Premature end" in cut
     assert capfd.readouterr().err == ""
 
