@@ -64,6 +64,7 @@ class Tally:
     outcomes: dict[str, collections.Counter[str]] = field(default_factory=dict)
     slowest_s: float = 0.0
     slowest_kind: str = ""
+    peak_raised_by: dict[str, float] = field(default_factory=lambda: collections.defaultdict(float))  # kind -> MB
 
 
 def peak_rss_mb() -> float:
@@ -333,11 +334,13 @@ def run(n: int, seed: int, timeout_s: float, progress: bool = True) -> dict[str,
         for case in tqdm(cases(maker, n), total=n, unit="msg", desc="fuzz", disable=not progress):
             targets = [nodes["raw"], nodes["compressed"]] if case.target == "info" else [nodes[case.target]]
             before = [_snapshot(node) for node in targets]
+            peak_before = peak_rss_mb()
             sent = time.perf_counter()
             for pub in pubs["info"] if case.target == "info" else [pubs[case.target]]:
                 pub.publish(case.msg)
             moved = _settle(targets, before, timeout_s)
             took = time.perf_counter() - sent
+            tally.peak_raised_by[case.kind] += peak_rss_mb() - peak_before
             tally.messages += 1
             if took > tally.slowest_s:
                 tally.slowest_s, tally.slowest_kind = took, case.kind
@@ -381,6 +384,8 @@ def run(n: int, seed: int, timeout_s: float, progress: bool = True) -> dict[str,
         ("answered, differently" if answered else "not answered"), "good_frame_correct": bool(correct),
         "rss_after_setup_mb": round(setup_rss_mb, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
         "slowest_message_s": round(tally.slowest_s, 3),
+        "peak_raised_by_mb": {k: round(v, 1) for k, v in sorted(tally.peak_raised_by.items(), key=lambda kv: -kv[1])
+                              if v >= 1},
         "slowest_kind": tally.slowest_kind, "wall_s": round(time.perf_counter() - start, 1),
         "outcomes": {kind: dict(sorted(c.items())) for kind, c in sorted(tally.outcomes.items())},
     }
@@ -414,6 +419,7 @@ def main() -> int:
           f"{result['rss_after_setup_mb']} / {result['peak_rss_mb']} | {result['slowest_message_s']} "
           f"({result['slowest_kind']}) | "
           f"{result['good_frame_after']} |\n")
+    print(f"peak RSS raised by (MB, per message kind): {result['peak_raised_by_mb']}\n")
     print("| kind | outcomes |\n|---|---|")
     for kind, outcomes in result["outcomes"].items():
         print(f"| {kind} | {', '.join(f'{k} {v}' for k, v in outcomes.items())} |")

@@ -10,8 +10,9 @@ counted as dropped: the node never builds a backlog, whatever the camera rate. A
 decoded is logged (throttled), counted by reason and skipped; nothing in a message can stop the node.
 
 Topics (relative, remap them): in ``image`` or ``image/compressed``, ``camera_info``; out ``panoptic``,
-``semantic``, ``overlay``, ``tracks``, ``markers``, ``class_map`` (latched), ``~/processing_ms``,
-``~/latency_ms`` and ``/diagnostics``. Every output copies the input header.
+``semantic``, ``overlay``, ``tracks``, ``markers``, ``class_map`` (latched), ``detections`` and ``label_info``
+(latched; vision_msgs, where it is installed), ``~/processing_ms``, ``~/latency_ms`` and ``/diagnostics``.
+Every output copies the input header.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from visualization_msgs.msg import MarkerArray
 from vknet_model.backends import CHECKPOINT_SUFFIXES, ONNX_BACKENDS
 from vknet_model.percentile import percentile
 from vknet_model.pipeline import FrameResult, Pipeline
+from vknet_ros import vision_messages
 from vknet_ros.conversions import (
     REFUSAL_REASONS,
     ImageConversionError,
@@ -204,6 +206,14 @@ class VKNetNode(LifecycleNode):
             "latency_ms": self.create_lifecycle_publisher(Float32, "~/latency_ms", reliable),
             "diagnostics": self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", reliable),
         }
+        if vision_messages.available():
+            from vision_msgs.msg import Detection2DArray, LabelInfo
+
+            self._pubs["detections"] = self.create_lifecycle_publisher(Detection2DArray, "detections", reliable)
+            self._pubs["label_info"] = self.create_lifecycle_publisher(LabelInfo, "label_info", latched)
+        else:
+            log.info("vision_msgs is not installed: detections (vision_msgs/Detection2DArray) and label_info are not "
+                     "published; tracks carry the same objects (install ros-<distro>-vision-msgs to have them)")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -220,6 +230,7 @@ class VKNetNode(LifecycleNode):
         self._subscriptions = [image_sub, info_sub]
         self._pubs["class_map"].publish(class_map_msg(self.pipeline.data, s.label_divisor,
                                                       Header(stamp=self.get_clock().now().to_msg())))
+        self._publish_label_info()
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="vknet_worker", daemon=True)
         self._worker.start()
@@ -304,6 +315,8 @@ class VKNetNode(LifecycleNode):
             with self._pipeline_lock:
                 apply_thresholds(self.pipeline, s)
             self.get_logger().info(f"thresholds updated: {updates}")
+            if "instance_score_thr" in updates:
+                self._publish_label_info()
         return SetParametersResult(successful=True)
 
     # ---- worker --------------------------------------------------------------------------------------------
@@ -390,6 +403,8 @@ class VKNetNode(LifecycleNode):
         if pubs["semantic"] is not None and pubs["semantic"].get_subscription_count() > 0:
             pubs["semantic"].publish(labels_to_serialized_image(result.semantic, header, "mono8"))
         pubs["tracks"].publish(tracks_msg(result.objects, header))
+        if pubs.get("detections") is not None:
+            pubs["detections"].publish(vision_messages.detections_msg(result.objects, header))
         if pubs["overlay"] is not None and pubs["overlay"].get_subscription_count() > 0:
             overlay = draw_overlay(pixels, result, channel_order=channel_order, label_divisor=s.label_divisor)
             pubs["overlay"].publish(bgr_to_serialized_image(overlay, header))
@@ -400,6 +415,13 @@ class VKNetNode(LifecycleNode):
             else:  # no camera_info yet, or one for another resolution: a guess (the markers' scale is approximate)
                 intrinsics = (float(width), float(width), width / 2, height / 2)
             pubs["markers"].publish(markers_msg(result.objects, header, intrinsics))
+
+    def _publish_label_info(self) -> None:
+        """The latched class map in vision_msgs form, with the score a thing now needs to be reported."""
+        if self._pubs.get("label_info") is not None and self.pipeline is not None:
+            self._pubs["label_info"].publish(vision_messages.label_info_msg(
+                self.pipeline.data, self.pipeline.postprocess.instance_score_thr,
+                Header(stamp=self.get_clock().now().to_msg())))
 
     def _publish_diagnostics(self) -> None:
         pub = self._pubs.get("diagnostics")

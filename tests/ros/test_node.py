@@ -21,6 +21,7 @@ from std_msgs.msg import Header
 
 from tests.conftest import forged_jpeg_size, moving_square_frame
 from vknet_model.pipeline import Pipeline
+from vknet_ros import vision_messages
 from vknet_ros.conversions import decode_compressed, image_msg_to_labels, rgb_to_image_msg
 from vknet_ros.msg import TrackedObjectArray
 from vknet_ros.node import BAD_INPUT_REASONS, VKNetNode
@@ -501,3 +502,60 @@ def test_sigint_twice_ends_the_node_cleanly(onnx_model: Path) -> None:
     reader.join(timeout=5)
     output = "".join(lines)
     assert "ERROR" not in output and "Traceback" not in output and "Failed to publish" not in output, output
+
+
+@pytest.mark.skipif(not vision_messages.available(),
+                    reason="vision_msgs is not installed (a ROS install has it; in this venv it comes with "
+                           "../shared/ros2_cli_kit: `make ros-kit`); test_without_vision_msgs_the_node_says_so "
+                           "covers this venv")
+def test_detections_and_label_info_mirror_tracks_and_the_class_map() -> None:
+    from rclpy.qos import DurabilityPolicy
+    from vision_msgs.msg import Detection2DArray, LabelInfo
+
+    from vknet_data.synth import SynthConfig, render_sequence
+    from vknet_model.bundled import BUNDLED_ONNX
+    from vknet_ros.msg import ClassMap
+
+    h = Harness(BUNDLED_ONNX)  # a trained model: the street frames below hold cars and people it finds
+    detections: list[Detection2DArray] = []
+    labels: list[LabelInfo] = []
+    class_maps: list[ClassMap] = []
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    h.client.create_subscription(Detection2DArray, "detections", detections.append, RELIABLE)
+    h.client.create_subscription(LabelInfo, "label_info", labels.append, latched)
+    h.client.create_subscription(ClassMap, "class_map", class_maps.append, latched)
+    try:
+        assert h.connected() and wait_for(lambda: labels and class_maps), "no latched label_info / class_map"
+        label_info = labels[-1]
+        assert [(c.class_id, c.class_name) for c in label_info.class_map] == list(enumerate(class_maps[-1].class_names))
+        assert label_info.threshold == pytest.approx(h.node.pipeline.postprocess.instance_score_thr)
+        frames = render_sequence(0, 1000, SynthConfig(frames=4))
+        for t, (rgb, _) in enumerate(frames):
+            header = Header(frame_id="cam")
+            header.stamp.sec, header.stamp.nanosec = 100, t * 100_000_000
+            h.image_pub.publish(rgb_to_image_msg(rgb, header))
+            assert wait_for(lambda n=t + 1: len(h.tracks) >= n and len(detections) >= n, 30.0), f"frame {t}"
+        assert sum(len(d.detections) for d in detections) > 0, "the model found nothing: the test checks nothing"
+        for tracks, dets in zip(h.tracks, detections, strict=True):
+            assert dets.header == tracks.header  # what Foxglove and RViz match frames by
+            assert len(dets.detections) == len(tracks.objects)
+            for det, obj in zip(dets.detections, tracks.objects, strict=True):
+                assert det.header == tracks.header and det.id == str(obj.track_id)
+                (result,) = det.results
+                assert result.hypothesis.class_id == str(obj.class_id)
+                assert result.hypothesis.score == pytest.approx(obj.score, abs=1e-6)
+                assert (det.bbox.center.position.x, det.bbox.center.position.y) == pytest.approx(
+                    (obj.bbox.center_x, obj.bbox.center_y))
+                assert (det.bbox.size_x, det.bbox.size_y) == pytest.approx((obj.bbox.size_x, obj.bbox.size_y))
+        # A new threshold is announced on label_info, latched for late subscribers.
+        assert h.node.set_parameters([Parameter("instance_score_thr", value=0.9)])[0].successful
+        assert wait_for(lambda: labels[-1].threshold == pytest.approx(0.9)), labels[-1].threshold
+    finally:
+        h.close()
+
+
+@pytest.mark.skipif(vision_messages.available(), reason="vision_msgs is installed: the test above runs instead")
+def test_without_vision_msgs_the_node_says_so_and_publishes_the_rest(harness: Harness) -> None:
+    assert "detections" not in harness.node._pubs and "label_info" not in harness.node._pubs
+    names = {name for name, _ in harness.node.get_publisher_names_and_types_by_node("vknet", "/")}
+    assert {"/panoptic", "/tracks", "/class_map"} <= names and "/detections" not in names

@@ -27,6 +27,7 @@ ROSDEP_KEYS = {
     "visualization_msgs": "visualization_msgs",
     "lifecycle_msgs": "lifecycle_msgs",
     "diagnostic_msgs": "diagnostic_msgs",
+    "vision_msgs": "vision_msgs",
     "builtin_interfaces": "std_msgs",
     "ament_index_python": "ament_index_python",
     "launch": "launch",
