@@ -2,6 +2,8 @@
 #   make demo   set up, then run the main job on the bundled default (no camera, GPU or downloads)
 #   make test   set up, then lint (ruff, mypy) and run the whole test suite
 #   make setup  set-up only: .venv with pinned requirements, the ROS 2 message build, the `vknet` command
+#   make ros-kit  add the ROS 2 command-line tools (ros2 launch, topic, param, lifecycle...), launch_testing and
+#               vision_msgs from ../shared/ros2_cli_kit into .venv, where that kit exists (CI has it)
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
@@ -11,7 +13,9 @@ STAMP := $(VENV)/.vknet-stamps
 # pip prints one "Location ... is ignored" line per package for this machine's optional local indexes.
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup demo test lint clean gpu-wheels
+KIT ?= ../shared/ros2_cli_kit
+
+.PHONY: setup demo test lint clean gpu-wheels ros-kit
 
 setup: $(STAMP)/editable
 
@@ -48,6 +52,16 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest tests
+
+# The tests that need these tools skip with the reason where the kit is absent (a user's fresh clone).
+ros-kit: setup
+	@if [ -f $(KIT)/install.sh ]; then \
+	    echo "ros-kit: installing $(KIT) into $(VENV) (first time: a few minutes, it builds vision_msgs)"; \
+	    bash $(KIT)/install.sh --offline $(VENV) > build/ros-kit.log 2>&1 || { tail -30 build/ros-kit.log; exit 1; }; \
+	    tail -1 build/ros-kit.log; \
+	else \
+	    echo "ros-kit: $(KIT) not found: the ros2 launch / launch_testing / vision_msgs tests will skip"; \
+	fi
 
 clean:
 	rm -rf $(VENV) build

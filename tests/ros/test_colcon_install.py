@@ -12,12 +12,11 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.ros.colcon_prefix import colcon_install
 
 PROBE = """
 import vknet_ros.dds_env, vknet_ros.msg
@@ -32,30 +31,15 @@ def test_workspace_install_holds_sources_messages_and_config(tmp_path: Path) -> 
     pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is not installed: run `make setup`")
     if shutil.which("cmake") is None:
         pytest.skip("cmake is not installed")
-    venv_bin = Path(sys.executable).parent
-    prefix = tmp_path / "install"
-    env = dict(os.environ, PATH=f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
-               AMENT_PREFIX_PATH=f"{prefix}{os.pathsep}{sys.prefix}")
-    # Copy the package as colcon sees it: a source folder outside any venv or build tree.
-    source = tmp_path / "src" / "vknet_ros"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", "build", ".git", "__pycache__",
-                                                                "*.egg-info", ".*_cache"))
-    for step in (["cmake", "-S", str(source), "-B", str(tmp_path / "build"), f"-DCMAKE_INSTALL_PREFIX={prefix}",
-                  f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF"],
-                 ["cmake", "--build", str(tmp_path / "build"), "-j2"],
-                 ["cmake", "--install", str(tmp_path / "build")]):
-        result = subprocess.run(step, env=env, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-    purelib = Path(sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)}))
-    site = prefix / "lib" / purelib.parent.name / "site-packages"
+    install = colcon_install()
+    prefix, site = install.prefix, install.site
     for package in ("vknet_ros", "vknet_model", "vknet_data", "vknet_eval", "training"):
         assert (site / package / "__init__.py").is_file(), f"{package} not installed in {site}"
     assert (prefix / "share" / "vknet_ros" / "package.xml").is_file()
     assert (prefix / "share" / "vknet_ros" / "config" / "fastdds_loopback.xml").is_file()
 
     # Run with the workspace first on the path, from a folder that is not the repo (like `ros2 run`).
-    run_env = dict(env, PYTHONPATH=str(site))
+    run_env = install.env
     result = subprocess.run([sys.executable, "-c", PROBE], cwd=tmp_path, env=run_env, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -113,10 +113,13 @@ def test_the_documented_node_command_lines_parse(capsys: pytest.CaptureFixture[s
 @pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
                     reason="launch_ros is not installed (no PyPI wheels for it); the launch files are checked "
                            "statically above")
-def test_ros2_launch_describes_the_camera_launch() -> None:
-    from launch import LaunchDescription
+@pytest.mark.parametrize("path", LAUNCH, ids=lambda p: p.name)
+def test_ros2_launch_describes_each_launch_file(path: Path) -> None:
+    """launch itself loads each file and lists its arguments (tests/ros/test_camera_launch.py runs one)."""
+    from launch import LaunchContext, LaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
 
-    description = PythonLaunchDescriptionSource(str(ROOT / "launch" / "camera.launch.py")).get_launch_description(
-        None)  # type: ignore[arg-type]
+    description = PythonLaunchDescriptionSource(str(path)).get_launch_description(LaunchContext())
     assert isinstance(description, LaunchDescription)
+    declared = {a.name for a in description.get_launch_arguments()}
+    assert declared == {ast.literal_eval(c.args[0]) for c in _calls(path, "DeclareLaunchArgument")}
