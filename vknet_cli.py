@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("vknet_eval.predict_cli", "run the pipeline over a KITTI-STEP-layout folder, write panoptic PNGs"),
     "eval": ("vknet_eval.eval_cli", "score panoptic predictions: STQ / AQ / SQ and VPQ"),
     "bag": ("vknet_ros.bag_cli", "write a rosbag2 (camera, camera_info, ground truth) from KITTI-STEP or raw KITTI"),
+    "play": ("vknet_ros.bag_player", "play a bag onto ROS 2 topics (with /clock), where `ros2 bag play` is missing"),
     "eval-bag": ("vknet_ros.eval_bag_cli",
                  "replay a bag offline or through the live node (--through-node) and score STQ / VPQ"),
     "export": ("vknet_model.export_cli", "export a checkpoint to ONNX (+ model.json contract) and check it"),

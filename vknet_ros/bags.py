@@ -151,7 +151,8 @@ class BagReadReport:
         return lines
 
 
-def _typestore() -> Typestore:
+def ros2_typestore() -> Typestore:
+    """The ROS 2 message definitions the bags are written and read with."""
     from rosbags.typesys import Stores, get_typestore
 
     return get_typestore(Stores.ROS2_HUMBLE)
@@ -236,7 +237,7 @@ def write_bag(out: str | Path, sources: Sequence[SequenceSource], *, storage: st
         raise BagError(f"{out} already exists: rosbag2 writes a new folder, choose another --out or remove it")
     if not sources:
         raise BagError("nothing to write: no sequences")
-    store = _typestore()
+    store = ros2_typestore()
     report = BagWriteReport(out)
     start = time.perf_counter()
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
@@ -361,6 +362,19 @@ def _bag_paths(path: Path) -> Path:
     return path
 
 
+def open_any_reader(path: str | Path) -> Any:
+    """An opened rosbags ``AnyReader`` on a rosbag2 folder, a file inside one, or a ROS 1 ``.bag`` (for
+    playing it message by message); BagError with the reason for anything it cannot open."""
+    from rosbags.highlevel import AnyReader
+
+    reader = AnyReader([_bag_paths(Path(path))], default_typestore=ros2_typestore())
+    try:
+        reader.open()
+    except Exception as exc:  # rosbags meets damaged files with many types (see BagReader.frames)
+        raise BagError(f"cannot open bag {path}: {type(exc).__name__}: {exc}") from exc
+    return reader
+
+
 def _sequence_names(path: Path) -> list[str]:
     """Sequence names recorded by :func:`write_bag` in the bag's custom data (empty for other bags)."""
     import yaml
@@ -425,7 +439,7 @@ class BagReader:
         from rosbags.highlevel import AnyReader
 
         try:
-            with AnyReader([self.path], default_typestore=_typestore()) as reader:
+            with AnyReader([self.path], default_typestore=ros2_typestore()) as reader:
                 image_topic, _ = self._choose_topics({c.topic: c.msgtype for c in reader.connections})
                 return sum(c.msgcount for c in reader.connections if c.topic == image_topic) or None
         except Exception:  # a damaged bag: frames() reports it; a progress bar just has no total
@@ -437,7 +451,7 @@ class BagReader:
         from rosbags.rosbag2 import ReaderError
 
         try:
-            reader = AnyReader([self.path], default_typestore=_typestore())
+            reader = AnyReader([self.path], default_typestore=ros2_typestore())
             reader.open()
         except (AnyReaderError, ReaderError, OSError, ValueError, struct.error, TypeError) as exc:
             # (rosbags meets a file cut very short with struct.error or TypeError, not its own errors)
@@ -512,7 +526,7 @@ class BagReader:
         from mcap.records import Channel, Message, Schema
         from rosbags.typesys import get_types_from_msg
 
-        store = _typestore()
+        store = ros2_typestore()
         schemas: dict[int, str] = {}
         channels: dict[int, tuple[str, str]] = {}  # id -> (topic, message type)
         chosen: tuple[str, str | None] | None = None
