@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,10 @@ WORKER_STAGES = ("decode", "pipeline", *PIPELINE_STAGES, "publish")
 BAD_INPUT_REASONS = (*REFUSAL_REASONS, "image", "camera_info")
 
 
-def input_qos(settings: NodeSettings) -> QoSProfile:
+def input_qos(settings: NodeSettings, publishers: Sequence[Any] = ()) -> QoSProfile:
+    """The image subscription's QoS; ``publishers`` (rclpy TopicEndpointInfo) are the camera's, for auto."""
+    if settings.input_qos == "auto":
+        return matching_qos(publishers, settings.input_depth)
     if settings.input_qos == "sensor_data":
         qos = QoSProfile(**{k: getattr(qos_profile_sensor_data, k) for k in ("history", "reliability", "durability")},
                          depth=settings.input_depth)
@@ -83,6 +87,22 @@ def input_qos(settings: NodeSettings) -> QoSProfile:
         reliability = ReliabilityPolicy.RELIABLE if settings.input_qos == "reliable" else ReliabilityPolicy.BEST_EFFORT
         qos = QoSProfile(depth=settings.input_depth, reliability=reliability)
     return qos
+
+
+def matching_qos(publishers: Sequence[Any], depth: int) -> QoSProfile:
+    """A subscription QoS that matches every publisher and gets the most they offer: reliable only if all are
+    reliable (a reliable reader never matches a best-effort writer), transient local only if all are. No
+    publisher yet: best effort and volatile, which match anything that comes."""
+    profiles = [p.qos_profile for p in publishers]
+    reliable = bool(profiles) and all(q.reliability == ReliabilityPolicy.RELIABLE for q in profiles)
+    latched = bool(profiles) and all(q.durability == DurabilityPolicy.TRANSIENT_LOCAL for q in profiles)
+    return QoSProfile(depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+
+def describe_qos(qos: QoSProfile) -> str:
+    return f"{qos.reliability.name.lower()}, {qos.durability.name.lower()}, depth {qos.depth}"
 
 
 def choose_device(device: str) -> str:
@@ -158,9 +178,10 @@ class VKNetNode(LifecycleNode):
         self._pipeline_lock = threading.Lock()  # the worker's step vs threshold changes
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
-        self._subscriptions: list[Any] = []
+        self._inputs: list[Any] = []  # image and camera_info subscriptions (rclpy keeps its own _subscriptions)
         self._pubs: dict[str, Any] = {}
         self._diag_timer: Any = None
+        self._qos_timer: Any = None
         self._intrinsics: Intrinsics | None = None  # from the last good camera_info
         self.counters: collections.Counter[str] = collections.Counter()
         self.bad_reasons: collections.Counter[str] = collections.Counter({reason: 0 for reason in BAD_INPUT_REASONS})
@@ -220,14 +241,9 @@ class VKNetNode(LifecycleNode):
         assert self.settings is not None and self.pipeline is not None
         result = super().on_activate(state)
         s = self.settings
-        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
-        if s.compressed_input:
-            image_sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, input_qos(s),
-                                                 event_callbacks=events)
-        else:
-            image_sub = self.create_subscription(Image, "image", self._on_image, input_qos(s), event_callbacks=events)
+        image_sub = self._subscribe_image()
         info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data)
-        self._subscriptions = [image_sub, info_sub]
+        self._inputs = [image_sub, info_sub]
         self._pubs["class_map"].publish(class_map_msg(self.pipeline.data, s.label_divisor,
                                                       Header(stamp=self.get_clock().now().to_msg())))
         self._publish_label_info()
@@ -235,17 +251,50 @@ class VKNetNode(LifecycleNode):
         self._worker = threading.Thread(target=self._work, name="vknet_worker", daemon=True)
         self._worker.start()
         self._diag_timer = self.create_timer(s.diagnostics_period_s, self._publish_diagnostics)
-        self.get_logger().info(f"active: listening on {image_sub.topic_name} ({s.input_qos}, depth {s.input_depth})")
+        self._qos_timer = self.create_timer(1.0, self._follow_camera_qos)
+        self.get_logger().info(f"active: listening on {image_sub.topic_name} ({s.input_qos}: "
+                               f"{describe_qos(image_sub.qos_profile)})")
         return result
+
+    def _image_topic(self) -> tuple[Any, str]:
+        assert self.settings is not None
+        if self.settings.compressed_input:
+            return CompressedImage, "image/compressed"
+        return Image, "image"
+
+    def _subscribe_image(self) -> Any:
+        assert self.settings is not None
+        kind, topic = self._image_topic()
+        publishers = self.get_publishers_info_by_topic(self.resolve_topic_name(topic))
+        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+        return self.create_subscription(kind, topic, self._on_image, input_qos(self.settings, publishers),
+                                        event_callbacks=events)
+
+    def _follow_camera_qos(self) -> None:
+        """input_qos auto: when the camera's publishers now call for another QoS, subscribe again with it."""
+        if self.settings is None or self.settings.input_qos != "auto" or not self._inputs:
+            return
+        current = self._inputs[0]
+        topic = current.topic_name
+        publishers = self.get_publishers_info_by_topic(topic)
+        wanted = input_qos(self.settings, publishers)
+        have = current.qos_profile
+        if (wanted.reliability, wanted.durability) == (have.reliability, have.durability) or not publishers:
+            return
+        self.destroy_subscription(current)
+        self._inputs[0] = self._subscribe_image()
+        self.get_logger().info(f"input QoS now {describe_qos(wanted)}, to match {len(publishers)} publisher(s) on "
+                               f"{topic}")
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_worker()
-        for sub in self._subscriptions:
+        for sub in self._inputs:
             self.destroy_subscription(sub)
-        self._subscriptions = []
-        if self._diag_timer is not None:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = None
+        self._inputs = []
+        for timer in (self._diag_timer, self._qos_timer):
+            if timer is not None:
+                self.destroy_timer(timer)
+        self._diag_timer = self._qos_timer = None
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -13,7 +13,7 @@ from typing import Any
 from vknet_model.backends import BACKENDS
 from vknet_model.errors import VKNetError
 
-INPUT_QOS = ("sensor_data", "reliable", "best_effort")
+INPUT_QOS = ("auto", "sensor_data", "reliable", "best_effort")
 CORRUPT_COMPRESSED = ("drop", "process")
 PANOPTIC_ENCODINGS = ("16UC1", "32SC1")
 TORCH_PRECISIONS = ("fp32", "fp16", "bf16")  # vknet_model.backends.torch_backend.PRECISIONS, without torch
@@ -40,7 +40,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "cuda_graph": (False, "torch backend on CUDA: record the per-frame forward once as a CUDA graph and replay it"),
     "input_size": ([0, 0], "expected network input [height, width]; [0, 0] = the model's (it is fixed at export)"),
     "compressed_input": (False, "subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image"),
-    "input_qos": ("sensor_data", "input QoS: sensor_data (best effort, like cameras) | reliable | best_effort"),
+    "input_qos": ("auto", "input QoS: auto (match the camera's publishers: best effort if any is, transient local "
+                          "if all are; re-checked every second) | sensor_data | reliable | best_effort"),
     "input_depth": (1, "input queue depth; the worker always takes the newest frame"),
     "corrupt_compressed": ("drop", "a compressed frame the decoder finds damaged (flipped or missing bytes; "
                                    "libjpeg still returns a partial picture): drop | process; counted either way"),

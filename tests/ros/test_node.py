@@ -62,7 +62,8 @@ class Harness:
         overrides += [Parameter(k, value=v) for k, v in params.items()]
         self.node = VKNetNode(parameter_overrides=overrides)
         self.client = Node("vknet_test_client")
-        qos = RELIABLE if input_qos == "reliable" else QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+        best_effort = input_qos in ("sensor_data", "best_effort")
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT) if best_effort else RELIABLE
         self.image_pub = self.client.create_publisher(Image, "image", qos)
         self.compressed_pub = self.client.create_publisher(CompressedImage, "image/compressed", qos)
         self.panoptic: list[Image] = []
@@ -337,7 +338,7 @@ def test_lifecycle_frees_and_restores_the_model(onnx_model: Path) -> None:
         h.image_pub.publish(frame_msg(0))
         assert wait_for(lambda: len(h.panoptic) == 1)
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-        assert node._worker is None and not node._subscriptions
+        assert node._worker is None and not node._inputs
         h.image_pub.publish(frame_msg(1))
         time.sleep(0.5)
         assert len(h.panoptic) == 1, "an inactive node must not process"
@@ -529,8 +530,8 @@ def test_detections_and_label_info_mirror_tracks_and_the_class_map() -> None:
         label_info = labels[-1]
         assert [(c.class_id, c.class_name) for c in label_info.class_map] == list(enumerate(class_maps[-1].class_names))
         assert label_info.threshold == pytest.approx(h.node.pipeline.postprocess.instance_score_thr)
-        frames = render_sequence(0, 1000, SynthConfig(frames=4))
-        for t, (rgb, _) in enumerate(frames):
+        images, _ = render_sequence(0, 1000, SynthConfig(frames=4))
+        for t, rgb in enumerate(images):
             header = Header(frame_id="cam")
             header.stamp.sec, header.stamp.nanosec = 100, t * 100_000_000
             h.image_pub.publish(rgb_to_image_msg(rgb, header))
@@ -559,3 +560,47 @@ def test_without_vision_msgs_the_node_says_so_and_publishes_the_rest(harness: Ha
     assert "detections" not in harness.node._pubs and "label_info" not in harness.node._pubs
     names = {name for name, _ in harness.node.get_publisher_names_and_types_by_node("vknet", "/")}
     assert {"/panoptic", "/tracks", "/class_map"} <= names and "/detections" not in names
+
+
+def test_matching_qos_gets_the_most_every_publisher_offers() -> None:
+    from types import SimpleNamespace
+
+    from rclpy.qos import DurabilityPolicy
+
+    from vknet_ros.node import matching_qos
+
+    def pub(reliability: ReliabilityPolicy, durability: DurabilityPolicy = DurabilityPolicy.VOLATILE) -> Any:
+        return SimpleNamespace(qos_profile=QoSProfile(depth=1, reliability=reliability, durability=durability))
+
+    reliable, best = ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT
+    latched = DurabilityPolicy.TRANSIENT_LOCAL
+    cases = [([], best, DurabilityPolicy.VOLATILE), ([pub(reliable)], reliable, DurabilityPolicy.VOLATILE),
+             ([pub(reliable), pub(best)], best, DurabilityPolicy.VOLATILE),
+             ([pub(reliable, latched)], reliable, latched), ([pub(reliable, latched), pub(reliable)], reliable,
+                                                             DurabilityPolicy.VOLATILE)]
+    for publishers, reliability, durability in cases:
+        qos = matching_qos(publishers, depth=3)
+        assert (qos.reliability, qos.durability, qos.depth) == (reliability, durability, 3), publishers
+
+
+def test_auto_input_qos_follows_the_camera_publishers(onnx_model: Path) -> None:
+    """A reliable subscription never hears a best-effort camera (the users' top QoS complaint); auto matches
+    whatever publishes, and changes when the publishers do."""
+    h = Harness(onnx_model, input_qos="auto")  # its reliable camera publisher appears after the node is active
+    try:
+        def subscribed() -> Any:
+            return h.node._inputs[0].qos_profile.reliability
+
+        assert h.connected() and wait_for(lambda: subscribed() == ReliabilityPolicy.RELIABLE), subscribed()
+        h.image_pub.publish(frame_msg(0))
+        assert wait_for(lambda: len(h.panoptic) == 1)
+        best_effort = h.client.create_publisher(Image, "image", QoSProfile(depth=1,
+                                                                            reliability=ReliabilityPolicy.BEST_EFFORT))
+        assert wait_for(lambda: subscribed() == ReliabilityPolicy.BEST_EFFORT), subscribed()
+        assert wait_for(lambda: best_effort.get_subscription_count() == 1)
+        best_effort.publish(frame_msg(1))
+        assert wait_for(lambda: len(h.panoptic) == 2), "the best-effort camera's frame did not arrive"
+        h.image_pub.publish(frame_msg(2))
+        assert wait_for(lambda: len(h.panoptic) == 3), "the reliable camera's frame did not arrive"
+    finally:
+        h.close()
