@@ -604,3 +604,41 @@ def test_auto_input_qos_follows_the_camera_publishers(onnx_model: Path) -> None:
         assert wait_for(lambda: len(h.panoptic) == 3), "the reliable camera's frame did not arrive"
     finally:
         h.close()
+
+
+def _readme_topics() -> dict[tuple[str, str], str]:
+    """(topic, in|out) -> type, from the README's topic table."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = text.index("| topic (relative to the node's namespace) |")
+    rows = {}
+    for line in text[start:].split("\n\n", 1)[0].splitlines()[2:]:
+        topic, direction, kind = (cell.strip().strip("`") for cell in line.strip("|").split("|")[:3])
+        rows[(topic, direction)] = kind
+    return rows
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["raw", "compressed"])
+def test_the_readme_topic_table_is_what_the_node_advertises(onnx_model: Path, compressed: bool) -> None:
+    """Names and types read from the ROS graph, for a node in a namespace (outputs relative, ~/ private)."""
+    node = VKNetNode(namespace="/cam_ns", parameter_overrides=[
+        Parameter("model", value=str(onnx_model)), Parameter("compressed_input", value=compressed)])
+    try:
+        def graph(entries: list[tuple[str, list[str]]], direction: str) -> dict[tuple[str, str], str]:
+            out = {}
+            for name, kinds in entries:
+                if name in ("/rosout", "/parameter_events", "/cam_ns/vknet/transition_event"):
+                    continue  # every rclpy lifecycle node has these
+                relative = "~/" + name.removeprefix("/cam_ns/vknet/") if name.startswith("/cam_ns/vknet/") else (
+                    name.removeprefix("/cam_ns/") if name.startswith("/cam_ns/") else name)
+                out[(relative, direction)] = kinds[0]
+            return out
+
+        advertised = graph(node.get_publisher_names_and_types_by_node("vknet", "/cam_ns"), "out")
+        advertised |= graph(node.get_subscriber_names_and_types_by_node("vknet", "/cam_ns"), "in")
+        expected = {key: kind for key, kind in _readme_topics().items()
+                    if key[0] != ("image" if compressed else "image/compressed")
+                    and (vision_messages.available() or not kind.startswith("vision_msgs/"))}
+        assert advertised == expected
+    finally:
+        node.trigger_shutdown()
+        node.destroy_node()
