@@ -126,3 +126,33 @@ def test_ros2_launch_describes_each_launch_file(path: Path) -> None:
     assert isinstance(description, LaunchDescription)
     declared = {a.name for a in description.get_launch_arguments()}
     assert declared == {ast.literal_eval(c.args[0]) for c in _calls(path, "DeclareLaunchArgument")}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
+                    reason="launch_ros is not installed (it comes with ../shared/ros2_cli_kit: `make ros-kit`)")
+def test_the_replay_player_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """player:=auto takes `ros2 bag play` only where rosbag2 is installed; a wrong choice is refused by name."""
+    from launch import LaunchContext
+    from launch.actions import ExecuteProcess
+    from launch_ros.actions import Node
+
+    spec = importlib.util.spec_from_file_location("kitti_replay_launch", ROOT / "launch" / "kitti_replay.launch.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def chosen(player: str) -> object:
+        context = LaunchContext()
+        context.launch_configurations.update(player=player, bag="/bags/b", rate="0.5", image="/camera/image_raw")
+        (action,) = module.player(context)
+        return action
+
+    real_find_spec = importlib.util.find_spec
+    for ros2bag_installed in (False, True):
+        monkeypatch.setattr(module.importlib.util, "find_spec", lambda name, installed=ros2bag_installed: (
+            object() if installed else None) if name == "ros2bag" else real_find_spec(name))
+        assert isinstance(chosen("auto"), ExecuteProcess if ros2bag_installed else Node)
+    monkeypatch.undo()
+    assert isinstance(chosen("vknet"), Node) and isinstance(chosen("ros2bag"), ExecuteProcess)
+    with pytest.raises(ValueError, match="player:=bogus is not one of auto, ros2bag, vknet"):
+        chosen("bogus")
