@@ -34,6 +34,7 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float32, Header
 from visualization_msgs.msg import MarkerArray
@@ -212,26 +213,32 @@ class VKNetNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         log.info(f"loaded {self._backend_line} in {load_s:.1f} s; warmed up with {WARM_UP_RUNS} forwards in "
                  f"{warm_up_ms:.0f} ms")
-        reliable = QoSProfile(depth=OUTPUT_DEPTH)
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         s = self.settings
+
+        def output(kind: Any, topic: str, latched: bool = False) -> Any:
+            """A lifecycle publisher whose QoS a user may override the rclpy way
+            (``qos_overrides./<topic>.publisher.<policy>`` parameters, read on configure)."""
+            qos = (QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL) if latched
+                   else QoSProfile(depth=OUTPUT_DEPTH))  # one object each: rclpy applies the overrides to it
+            return self.create_lifecycle_publisher(kind, topic, qos,
+                                                   qos_overriding_options=QoSOverridingOptions.with_default_policies())
+
         self._pubs = {
-            "panoptic": self.create_lifecycle_publisher(Image, "panoptic", reliable) if s.publish_panoptic else None,
-            "semantic": self.create_lifecycle_publisher(Image, "semantic", reliable) if s.publish_semantic else None,
-            "overlay": self.create_lifecycle_publisher(Image, "overlay", reliable) if s.publish_overlay else None,
-            "markers": (self.create_lifecycle_publisher(MarkerArray, "markers", reliable)
-                        if s.publish_markers else None),
-            "tracks": self.create_lifecycle_publisher(TrackedObjectArray, "tracks", reliable),
-            "class_map": self.create_lifecycle_publisher(ClassMap, "class_map", latched),
-            "processing_ms": self.create_lifecycle_publisher(Float32, "~/processing_ms", reliable),
-            "latency_ms": self.create_lifecycle_publisher(Float32, "~/latency_ms", reliable),
-            "diagnostics": self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", reliable),
+            "panoptic": output(Image, "panoptic") if s.publish_panoptic else None,
+            "semantic": output(Image, "semantic") if s.publish_semantic else None,
+            "overlay": output(Image, "overlay") if s.publish_overlay else None,
+            "markers": output(MarkerArray, "markers") if s.publish_markers else None,
+            "tracks": output(TrackedObjectArray, "tracks"),
+            "class_map": output(ClassMap, "class_map", latched=True),
+            "processing_ms": output(Float32, "~/processing_ms"),
+            "latency_ms": output(Float32, "~/latency_ms"),
+            "diagnostics": output(DiagnosticArray, "/diagnostics"),
         }
         if vision_messages.available():
             from vision_msgs.msg import Detection2DArray, LabelInfo
 
-            self._pubs["detections"] = self.create_lifecycle_publisher(Detection2DArray, "detections", reliable)
-            self._pubs["label_info"] = self.create_lifecycle_publisher(LabelInfo, "label_info", latched)
+            self._pubs["detections"] = output(Detection2DArray, "detections")
+            self._pubs["label_info"] = output(LabelInfo, "label_info", latched=True)
         else:
             log.info("vision_msgs is not installed: detections (vision_msgs/Detection2DArray) and label_info are not "
                      "published; tracks carry the same objects (install ros-<distro>-vision-msgs to have them)")
@@ -267,8 +274,10 @@ class VKNetNode(LifecycleNode):
         kind, topic = self._image_topic()
         publishers = self.get_publishers_info_by_topic(self.resolve_topic_name(topic))
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+        # An explicit input_qos may be overridden the rclpy way; auto follows the camera instead.
+        overrides = None if self.settings.input_qos == "auto" else QoSOverridingOptions.with_default_policies()
         return self.create_subscription(kind, topic, self._on_image, input_qos(self.settings, publishers),
-                                        event_callbacks=events)
+                                        event_callbacks=events, qos_overriding_options=overrides)
 
     def _follow_camera_qos(self) -> None:
         """input_qos auto: when the camera's publishers now call for another QoS, subscribe again with it."""

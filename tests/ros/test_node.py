@@ -642,3 +642,24 @@ def test_the_readme_topic_table_is_what_the_node_advertises(onnx_model: Path, co
     finally:
         node.trigger_shutdown()
         node.destroy_node()
+
+
+def test_qos_overrides_parameters_set_output_and_input_qos(onnx_model: Path) -> None:
+    """The rclpy way to change a topic's QoS without code: qos_overrides.<topic>.<publisher|subscription>.*"""
+    node = VKNetNode(parameter_overrides=[
+        Parameter("model", value=str(onnx_model)), Parameter("input_qos", value="reliable"),
+        Parameter("qos_overrides./tracks.publisher.reliability", value="best_effort"),
+        Parameter("qos_overrides./tracks.publisher.depth", value=3),
+        Parameter("qos_overrides./image.subscription.reliability", value="best_effort")])
+    try:
+        (tracks,) = node.get_publishers_info_by_topic("/tracks")
+        assert tracks.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        assert node._pubs["tracks"].qos_profile.depth == 3  # the graph does not carry depths
+        (panoptic,) = node.get_publishers_info_by_topic("/panoptic")
+        assert panoptic.qos_profile.reliability == ReliabilityPolicy.RELIABLE  # not overridden
+        (image,) = node.get_subscriptions_info_by_topic("/image")
+        assert image.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        assert node.get_parameter("qos_overrides./tracks.publisher.reliability").value == "best_effort"
+    finally:
+        node.trigger_shutdown()
+        node.destroy_node()
