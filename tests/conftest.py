@@ -18,6 +18,17 @@ from vknet_ros.dds_env import loopback_environment
 os.environ.update(loopback_environment())
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):  # type: ignore[no-untyped-def]
+    """A launch_testing test points os.environ at its install prefix and DDS domain for the processes it
+    launches (launch resolves packages through os.environ); the tests after it must not inherit that."""
+    saved = dict(os.environ) if type(item).__name__ == "LaunchTestItem" else None
+    yield
+    if saved is not None:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def pid(semantic: int, instance: int = 0) -> int:
     """Panoptic id in the semantic * 1000 + instance encoding (metric tests)."""
     return semantic * 1000 + instance

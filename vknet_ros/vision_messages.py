@@ -9,7 +9,8 @@ PyPI wheels it comes only with ros2_cli_kit, so the node asks :func:`available` 
 
 from __future__ import annotations
 
-import importlib.util
+import functools
+import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,9 +18,15 @@ from vknet_model.config import DataConfig
 from vknet_model.pipeline import TrackedObjectInfo
 
 
+@functools.cache
 def available() -> bool:
-    """Whether the vision_msgs Python messages can be imported here."""
-    return importlib.util.find_spec("vision_msgs") is not None
+    """Whether the vision_msgs Python messages import here (a package that is found but broken counts as
+    absent: the node must still come up)."""
+    try:
+        importlib.import_module("vision_msgs.msg")
+    except ImportError:
+        return False
+    return True
 
 
 def detections_msg(objects: Sequence[TrackedObjectInfo], header: Any) -> Any:
