@@ -1,0 +1,123 @@
+"""Where tracked things are in 3D: positions from the depth of their *mask* pixels, and velocities over time.
+
+Peers crop depth with the 2D box, so a car's box takes the road and the wall behind it; we have each thing's
+pixels. Its position is the median depth of its valid mask pixels after an erosion (edge pixels mix object and
+background depth), back-projected through the pinhole intrinsics; its size spans the 10th to 90th percentile
+of the back-projected points. Velocities come from a small alpha-beta (constant velocity) filter per track.
+Everything is in the camera's optical frame (x right, y down, z forward, metres) and framework-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+Intrinsics = tuple[float, float, float, float]  # fx, fy, cx, cy in pixels
+DEPTH_ENCODINGS = ("16UC1", "32FC1")  # REP 118: millimetres as uint16, metres as float32; 0 / NaN = no depth
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One thing's 3D position (metres), its extent along x, y, z, and how many depth pixels gave them."""
+
+    position: tuple[float, float, float]
+    size: tuple[float, float, float]
+    depth_pixels: int
+
+
+def depth_in_metres(depth: np.ndarray, encoding: str) -> np.ndarray:
+    """float32 metres with NaN where there is no depth (0, NaN, inf or negative)."""
+    if encoding not in DEPTH_ENCODINGS:
+        raise ValueError(f"depth encoding {encoding!r} is not one of {DEPTH_ENCODINGS} (REP 118)")
+    metres = depth.astype(np.float32) * (np.float32(1e-3) if encoding == "16UC1" else np.float32(1.0))
+    metres[~np.isfinite(metres) | (metres <= 0)] = np.nan
+    return metres
+
+
+def resample_depth(depth_m: np.ndarray, depth_k: Intrinsics, colour_k: Intrinsics,
+                   colour_size: tuple[int, int]) -> np.ndarray:
+    """Depth registered to the colour camera but of another resolution, on the colour grid (height, width):
+    each colour pixel takes the depth pixel on the same ray (nearest), through both intrinsics, never a
+    blind stretch (which is wrong as soon as the principal points differ)."""
+    height, width = colour_size
+    fx, fy, cx, cy = colour_k
+    dfx, dfy, dcx, dcy = depth_k
+    u = np.rint((np.arange(width) - cx) / fx * dfx + dcx).astype(np.int64)
+    v = np.rint((np.arange(height) - cy) / fy * dfy + dcy).astype(np.int64)
+    inside_u = (u >= 0) & (u < depth_m.shape[1])
+    inside_v = (v >= 0) & (v < depth_m.shape[0])
+    out = np.full((height, width), np.nan, np.float32)
+    out[np.ix_(inside_v, inside_u)] = depth_m[np.ix_(v[inside_v], u[inside_u])]
+    return out
+
+
+def _eroded(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """The mask shrunk by ``pixels`` (a pixel stays if its whole (2p+1)^2 neighbourhood is in the mask)."""
+    if pixels <= 0:
+        return mask
+    padded = np.pad(mask, pixels)
+    out = np.ones_like(mask)
+    size = 2 * pixels + 1
+    for dy in range(size):
+        for dx in range(size):
+            out &= padded[dy: dy + mask.shape[0], dx: dx + mask.shape[1]]
+    return out
+
+
+def place(mask: np.ndarray, depth_m: np.ndarray, k: Intrinsics, *, erosion_px: int = 2,
+          min_pixels: int = 10) -> Placement | None:
+    """The 3D placement of one thing from its mask [H, W] bool and the depth [H, W] (metres, NaN invalid),
+    or None with fewer than ``min_pixels`` valid depths (then the unshrunk mask is tried: a thin thing)."""
+    fx, fy, cx, cy = k
+    for shrink in (erosion_px, 0):
+        ys, xs = np.nonzero(_eroded(mask, shrink))
+        z = depth_m[ys, xs]
+        valid = np.isfinite(z)
+        if int(valid.sum()) >= min_pixels:
+            break
+    else:
+        return None
+    xs, ys, z = xs[valid], ys[valid], z[valid]
+    points = np.stack([(xs - cx) / fx * z, (ys - cy) / fy * z, z], axis=1)
+    low, high = np.percentile(points, [10.0, 90.0], axis=0)
+    centre = np.median(points, axis=0)
+    return Placement(position=(float(centre[0]), float(centre[1]), float(centre[2])),
+                     size=(float(high[0] - low[0]), float(high[1] - low[1]), float(high[2] - low[2])),
+                     depth_pixels=int(valid.sum()))
+
+
+class MotionFilter:
+    """A constant-velocity (alpha-beta) filter per track id: positions in, smoothed velocities out.
+
+    alpha and beta trade lag for noise: measured positions from median depth jitter by a few centimetres
+    at 10 m, and a car's speed should settle within a few frames."""
+
+    def __init__(self, alpha: float = 0.5, beta: float = 0.3) -> None:
+        self.alpha, self.beta = alpha, beta
+        self._state: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}  # id -> (time, position, velocity)
+
+    def update(self, track_id: int, time_s: float, position: tuple[float, float, float]) -> tuple[float, float, float]:
+        """The track's velocity (m/s) after this measurement; zero on its first one or when time did not move on."""
+        measured = np.asarray(position, dtype=np.float64)
+        previous = self._state.get(track_id)
+        if previous is None or time_s <= previous[0]:
+            velocity = np.zeros(3) if previous is None else previous[2]
+            self._state[track_id] = (time_s, measured, velocity)
+            return (float(velocity[0]), float(velocity[1]), float(velocity[2]))
+        last_time, last_position, last_velocity = previous
+        dt = time_s - last_time
+        predicted = last_position + last_velocity * dt
+        residual = measured - predicted
+        estimate = predicted + self.alpha * residual
+        velocity = last_velocity + self.beta * residual / dt
+        self._state[track_id] = (time_s, estimate, velocity)
+        return (float(velocity[0]), float(velocity[1]), float(velocity[2]))
+
+    def keep_only(self, track_ids: set[int]) -> None:
+        """Forget tracks that ended (their ids are never reused)."""
+        self._state = {i: s for i, s in self._state.items() if i in track_ids}
+
+    def reset(self) -> None:
+        """With the tracker: a new video has no motion history."""
+        self._state.clear()
