@@ -51,6 +51,8 @@ class SynthConfig:
     crowd_probability: float = 0.3
     camera_speed: float = 6.0  # pixels per frame of the panorama
     focal: float = 720.0       # for the calibration file (KITTI's is ~721)
+    camera_height_m: float = 1.65  # above the ground plane, for depth (KITTI's colour cameras: 1.65 m)
+    far_m: float = 60.0            # depth on or above the horizon and the ground's cap (16-bit mm holds 65.5 m)
 
 
 @dataclass
@@ -163,9 +165,21 @@ def _scale_at(bottom: float, horizon: int, height: int) -> float:
     return max(0.15, (bottom - horizon) / (height - horizon))
 
 
+def ground_depth_m(row: float | np.ndarray, horizon: int, cfg: SynthConfig) -> np.ndarray:
+    """Depth of the ground plane seen at image row ``row`` by a level pinhole camera ``camera_height_m`` above it
+    (rows at or above the horizon are ``far_m`` away). Perspective scale in the generator is linear in the same
+    ``row - horizon``, so an object drawn standing at ``row`` keeps one real size at every depth."""
+    below = np.asarray(row, dtype=np.float64) - horizon
+    with np.errstate(divide="ignore"):
+        depth = np.where(below > 0, cfg.focal * cfg.camera_height_m / np.maximum(below, 1e-9), np.inf)
+    return np.minimum(depth, cfg.far_m).astype(np.float32)
+
+
 def _draw_object(obj: _Object, frame: int, cx: float, horizon: int, cfg: SynthConfig, image: np.ndarray,
-                 instance_map: np.ndarray, class_map: np.ndarray, instance_value: int) -> None:
-    """Draw one object (body mask first, then its texture) into the image and the label maps."""
+                 instance_map: np.ndarray, class_map: np.ndarray, instance_value: int,
+                 depth_map: np.ndarray | None = None) -> None:
+    """Draw one object (body mask first, then its texture) into the image and the label maps, and at the depth
+    of its ground contact into ``depth_map``."""
     s = _scale_at(obj.bottom, horizon, cfg.height)
     h, w = cfg.height, cfg.width
     mask = np.zeros((h, w), dtype=np.uint8)
@@ -205,6 +219,8 @@ def _draw_object(obj: _Object, frame: int, cx: float, horizon: int, cfg: SynthCo
     image[ys, xs] = np.clip(colour, 0, 255).astype(np.uint8)
     instance_map[region] = instance_value
     class_map[region] = obj.cls
+    if depth_map is not None:
+        depth_map[region] = ground_depth_m(obj.bottom, horizon, cfg)
 
 
 class SyntheticScene:
@@ -236,6 +252,18 @@ class SyntheticScene:
 
     def frame(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """(RGB uint8 [H, W, 3], panoptic int32 [H, W] = class * 1000 + instance) of frame ``t``."""
+        image, panoptic, _ = self._render(t, with_depth=False)
+        return image, panoptic
+
+    def frame_with_depth(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`frame` and its depth: float32 metres [H, W], NaN for the sky. The ground is a plane under a level
+        camera (KITTI's height and focal length), everything on or above the horizon is ``far_m`` away, and each
+        object stands at the depth of its ground contact."""
+        image, panoptic, depth = self._render(t, with_depth=True)
+        assert depth is not None
+        return image, panoptic, depth
+
+    def _render(self, t: int, with_depth: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         cfg, frames = self.cfg, self.cfg.frames
         if not 0 <= t < frames:
             raise IndexError(f"frame {t} outside the scene's {frames} frames")
@@ -243,6 +271,11 @@ class SyntheticScene:
         image = self.background[:, offset:offset + cfg.width].copy()
         class_map = self.stuff[:, offset:offset + cfg.width].copy()
         instance_map = np.zeros(class_map.shape, dtype=np.int32)
+        depth_map = None
+        if with_depth:
+            rows = ground_depth_m(np.arange(cfg.height, dtype=np.float64), self.horizon, cfg)
+            depth_map = np.repeat(rows[:, None], cfg.width, axis=1)
+            depth_map[class_map == SKY] = np.nan
         visible = [o for o in self.objects if o.start <= t <= o.end]
         drawables = [(o.bottom, o, o.x + o.vx * (t - o.start) - offset, o.instance) for o in visible]
         if self.crowd is not None:
@@ -252,10 +285,10 @@ class SyntheticScene:
                 drawables.append((member.bottom - 0.01, member, member.x - offset, 0))
         for _, obj, cx, instance in sorted(drawables, key=lambda d: d[0]):  # far (small bottom y) first
             if -0.3 * cfg.width < cx < 1.3 * cfg.width:
-                _draw_object(obj, t, cx, self.horizon, cfg, image, instance_map, class_map, instance)
+                _draw_object(obj, t, cx, self.horizon, cfg, image, instance_map, class_map, instance, depth_map)
         noise = np.random.default_rng([self.seed, self.sequence, t]).integers(-4, 5, size=image.shape, dtype=np.int16)
         image = np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
-        return image, class_map.astype(np.int32) * 1000 + instance_map
+        return image, class_map.astype(np.int32) * 1000 + instance_map, depth_map
 
 
 def render_sequence(seed: int, sequence: int, cfg: SynthConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -272,9 +305,16 @@ def calibration_text(cfg: SynthConfig) -> str:
     return "P2: " + " ".join(f"{v:.6e}" for v in p2) + "\n"
 
 
+def depth_to_png_mm(depth_m: np.ndarray) -> np.ndarray:
+    """KITTI's depth convention: uint16 millimetres, 0 where there is no depth."""
+    mm = np.where(np.isfinite(depth_m), np.rint(depth_m * 1000.0), 0.0)
+    return np.clip(mm, 0, 65535).astype(np.uint16)
+
+
 def write_sequences(out: str | Path, *, sequences: int, seed: int, split: str = "train", first_sequence: int = 0,
-                    cfg: SynthConfig | None = None, progress: bool = True) -> list[Path]:
-    """Generate ``sequences`` sequences into ``out`` in the KITTI-STEP layout; return the image folders."""
+                    cfg: SynthConfig | None = None, progress: bool = True, depth: bool = False) -> list[Path]:
+    """Generate ``sequences`` sequences into ``out`` in the KITTI-STEP layout; return the image folders. With
+    ``depth``, each frame's depth also goes to ``depth/<split>/<seq>/<frame>.png`` (16-bit millimetres)."""
     from tqdm import tqdm
 
     cfg = cfg or SynthConfig()
@@ -283,16 +323,20 @@ def write_sequences(out: str | Path, *, sequences: int, seed: int, split: str = 
     bar = tqdm(total=sequences * cfg.frames, unit="frame", desc=f"synth {split}", disable=not progress)
     png = [cv2.IMWRITE_PNG_COMPRESSION, 1]
     for index in range(first_sequence, first_sequence + sequences):
-        images, panoptics = render_sequence(seed, index, cfg)
+        scene = SyntheticScene(seed, index, cfg)
         image_dir = out / "images" / split / f"{index:04d}"
         label_dir = out / "panoptic_maps" / split / f"{index:04d}"
-        image_dir.mkdir(parents=True, exist_ok=True)
-        label_dir.mkdir(parents=True, exist_ok=True)
-        for t, (image, panoptic) in enumerate(zip(images, panoptics, strict=True)):
-            if not cv2.imwrite(str(image_dir / f"{t:06d}.png"), image[:, :, ::-1], png):
-                raise OSError(f"could not write {image_dir / f'{t:06d}.png'}")
-            if not cv2.imwrite(str(label_dir / f"{t:06d}.png"), encode_panoptic_png(panoptic)[:, :, ::-1], png):
-                raise OSError(f"could not write {label_dir / f'{t:06d}.png'}")
+        depth_dir = out / "depth" / split / f"{index:04d}"
+        for folder in (image_dir, label_dir, *((depth_dir,) if depth else ())):
+            folder.mkdir(parents=True, exist_ok=True)
+        for t in range(cfg.frames):
+            image, panoptic, depth_m = scene.frame_with_depth(t) if depth else (*scene.frame(t), None)
+            written_ok = cv2.imwrite(str(image_dir / f"{t:06d}.png"), image[:, :, ::-1], png) and cv2.imwrite(
+                str(label_dir / f"{t:06d}.png"), encode_panoptic_png(panoptic)[:, :, ::-1], png)
+            if depth_m is not None:
+                written_ok = written_ok and cv2.imwrite(str(depth_dir / f"{t:06d}.png"), depth_to_png_mm(depth_m), png)
+            if not written_ok:
+                raise OSError(f"could not write frame {t} of sequence {index:04d} under {out}")
             bar.update(1)
         calib = out / "calib" / split
         calib.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--first-sequence", type=int, default=0, help="index of the first sequence (default 0)")
     parser.add_argument("--height", type=int, default=375, help="image height (default 375, KITTI)")
     parser.add_argument("--width", type=int, default=1242, help="image width (default 1242, KITTI)")
+    parser.add_argument("--depth", action="store_true",
+                        help="also write depth/<split>/<seq>/<frame>.png: 16-bit millimetres, 0 = none (KITTI's "
+                             "depth convention), registered to the images")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = SynthConfig(height=args.height, width=args.width, frames=args.frames)
     start = time.perf_counter()
     folders = write_sequences(args.out, sequences=args.sequences, seed=args.seed, split=args.split,
-                              first_sequence=args.first_sequence, cfg=cfg)
+                              first_sequence=args.first_sequence, cfg=cfg, depth=args.depth)
     elapsed = time.perf_counter() - start
     total = args.sequences * args.frames
     print(f"wrote {len(folders)} sequences x {args.frames} frames ({args.width}x{args.height}) to {args.out} "
