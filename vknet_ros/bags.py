@@ -5,6 +5,8 @@ Bag layout written by :func:`write_bag` (rosbag2, version 8 so that ROS 2 Humble
   /camera/image_raw        sensor_msgs/Image        rgb8 or bgr8
   /camera/camera_info      sensor_msgs/CameraInfo   from the calibration file (KITTI P2)
   /ground_truth/panoptic   sensor_msgs/Image        32SC1, class * divisor + instance (void 255, crowd = instance 0)
+  /camera/depth/image_raw  sensor_msgs/Image        16UC1 millimetres, 0 = none (REP 118), registered to the image;
+                                                    where the folder has depth/<split>/<seq>/ (`vknet synth --depth`)
 
 All three messages of a frame carry the same header stamp, which is also the bag time. Sequences follow each
 other with a gap of ``SEQUENCE_GAP_S`` so that anything replaying the bag (the Pipeline, the node) resets its
@@ -43,6 +45,7 @@ _LOG = logging.getLogger(__name__)
 IMAGE_TOPIC = "/camera/image_raw"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
 GT_TOPIC = "/ground_truth/panoptic"
+DEPTH_TOPIC = "/camera/depth/image_raw"
 FRAME_ID = "camera"
 SEQUENCE_GAP_S = 2.0          # > the pipeline's default reset_gap_s (1 s)
 DEFAULT_START_NS = 1_700_000_000 * 10**9  # stamps of synthetic / KITTI-STEP bags start here (no real clock)
@@ -74,6 +77,7 @@ class SequenceSource:
     stamps_ns: tuple[int, ...]
     labels: tuple[Callable[[], np.ndarray], ...] | None = None
     camera: Camera | None = None
+    depths: tuple[Path, ...] | None = None  # 16-bit millimetre PNGs registered to the images
 
 
 @dataclass(frozen=True)
@@ -197,9 +201,21 @@ def kitti_step_sources(root: str | Path, split: str, *, rate_hz: float = 10.0, l
             projection = _guess_projection(first.shape[1], first.shape[0])
         stamps = tuple(stamp + i * period for i in range(len(seq)))
         sources.append(SequenceSource(seq.name, seq.images, stamps, seq.labels if with_labels else None,
-                                      Camera(first.shape[1], first.shape[0], projection)))
+                                      Camera(first.shape[1], first.shape[0], projection),
+                                      _depth_files(Path(root) / "depth" / split / seq.name, seq.images)))
         stamp = stamps[-1] + round(SEQUENCE_GAP_S * 1e9)
     return sources
+
+
+def _depth_files(folder: Path, images: Sequence[Path]) -> tuple[Path, ...] | None:
+    """The sequence's depth PNGs, one per image by name; None without a depth folder."""
+    if not folder.is_dir():
+        return None
+    depths = tuple(folder / image.name for image in images)
+    missing = [str(p) for p in depths if not p.is_file()]
+    if missing:
+        raise BagError(f"{len(missing)} depth image(s) missing in {folder}, e.g. {missing[0]}")
+    return depths
 
 
 def _guess_projection(width: int, height: int) -> tuple[float, ...]:
@@ -255,6 +271,8 @@ def write_bag(out: str | Path, sources: Sequence[SequenceSource], *, storage: st
             topics = {IMAGE_TOPIC: "sensor_msgs/msg/Image", CAMERA_INFO_TOPIC: "sensor_msgs/msg/CameraInfo"}
             if any(s.labels is not None for s in sources):
                 topics[GT_TOPIC] = "sensor_msgs/msg/Image"
+            if any(s.depths is not None for s in sources):
+                topics[DEPTH_TOPIC] = "sensor_msgs/msg/Image"
             conns = {topic: writer.add_connection(topic, msgtype, typestore=store) for topic, msgtype in topics.items()}
             for source in sources:
                 if len(source.stamps_ns) != len(source.images):
@@ -332,6 +350,13 @@ def _frame_messages(store: Typestore, source: SequenceSource, i: int, encoding: 
                                        step=width * 3, data=np.ascontiguousarray(pixels).reshape(-1))}
     if source.camera is not None:
         messages[CAMERA_INFO_TOPIC] = _camera_info(store, source.camera, header)
+    if source.depths is not None:
+        depth = cv2.imread(str(source.depths[i]), cv2.IMREAD_UNCHANGED)
+        if depth is None or depth.dtype != np.uint16 or depth.shape != (height, width):
+            raise BagError(f"depth {source.depths[i]} is not a {width}x{height} 16-bit PNG (millimetres)")
+        messages[DEPTH_TOPIC] = image_cls(header=header, height=height, width=width, encoding="16UC1",
+                                          is_bigendian=0, step=width * 2,
+                                          data=np.ascontiguousarray(depth, dtype="<u2").view(np.uint8).reshape(-1))
     if source.labels is not None:
         try:
             panoptic = source.labels[i]()
@@ -420,7 +445,7 @@ class BagReader:
         elif IMAGE_TOPIC in images:
             image_topic = IMAGE_TOPIC
         else:
-            candidates = [t for t in images if "image" in t and t != GT_TOPIC]
+            candidates = [t for t in images if "image" in t and t != GT_TOPIC and "depth" not in t]
             colour = [t for t in candidates if "color" in t or "colour" in t]
             preferred = sorted(c for c in colour if "left" in c) or sorted(colour) or sorted(candidates)
             if not preferred:

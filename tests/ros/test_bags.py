@@ -416,3 +416,30 @@ def test_unpaired_ground_truth_and_unreadable_records_are_counted_with_context(t
     lines = report.problems()
     assert any("could not be deserialised" in line for line in lines)
     assert any("have no image at their stamp" in line for line in lines)
+
+
+def test_depth_folders_become_a_registered_16uc1_depth_topic(tmp_path: Path) -> None:
+    from vknet_ros.bags import DEPTH_TOPIC, open_any_reader, ros2_typestore
+
+    write_sequences(tmp_path / "data", sequences=1, seed=6, split="val", depth=True,
+                    cfg=SynthConfig(height=48, width=160, frames=3), progress=False)
+    bag = tmp_path / "bag"
+    report = write_bag(bag, kitti_step_sources(tmp_path / "data", "val"), progress=False)
+    assert report.messages == 4 * 3  # image, camera_info, ground truth, depth per frame
+    reader = open_any_reader(bag)
+    try:
+        by_topic: dict[str, list] = {}
+        for conn, _, raw in reader.messages():
+            by_topic.setdefault(conn.topic, []).append(ros2_typestore().deserialize_cdr(raw, conn.msgtype))
+    finally:
+        reader.close()
+    depths, images = by_topic[DEPTH_TOPIC], by_topic[IMAGE_TOPIC]
+    assert [d.header for d in depths] == [i.header for i in images]  # same stamps and frame: registered
+    for t, msg in enumerate(depths):
+        written = cv2.imread(str(tmp_path / "data" / "depth" / "val" / "0000" / f"{t:06d}.png"), cv2.IMREAD_UNCHANGED)
+        assert (msg.encoding, msg.height, msg.width, msg.step) == ("16UC1", 48, 160, 320)
+        np.testing.assert_array_equal(np.frombuffer(bytes(msg.data), "<u2").reshape(48, 160), written)
+    assert BagReader(bag).report.image_topic in ("", IMAGE_TOPIC)
+    (tmp_path / "data" / "depth" / "val" / "0000" / "000001.png").unlink()
+    with pytest.raises(BagError, match="1 depth image"):
+        kitti_step_sources(tmp_path / "data", "val")
