@@ -95,7 +95,8 @@ class MotionFilter:
 
     def __init__(self, alpha: float = 0.5, beta: float = 0.3) -> None:
         self.alpha, self.beta = alpha, beta
-        self._state: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}  # id -> (time, position, velocity)
+        # id -> (time, position, velocity, measurements so far)
+        self._state: dict[int, tuple[float, np.ndarray, np.ndarray, int]] = {}
 
     def update(self, track_id: int, time_s: float, position: tuple[float, float, float]) -> tuple[float, float, float]:
         """The track's velocity (m/s) after this measurement; zero on its first one or when time did not move on."""
@@ -103,15 +104,19 @@ class MotionFilter:
         previous = self._state.get(track_id)
         if previous is None or time_s <= previous[0]:
             velocity = np.zeros(3) if previous is None else previous[2]
-            self._state[track_id] = (time_s, measured, velocity)
+            count = 1 if previous is None else previous[3]
+            self._state[track_id] = (time_s, measured, velocity, count)
             return (float(velocity[0]), float(velocity[1]), float(velocity[2]))
-        last_time, last_position, last_velocity = previous
+        last_time, last_position, last_velocity, count = previous
         dt = time_s - last_time
-        predicted = last_position + last_velocity * dt
-        residual = measured - predicted
-        estimate = predicted + self.alpha * residual
-        velocity = last_velocity + self.beta * residual / dt
-        self._state[track_id] = (time_s, estimate, velocity)
+        if count == 1:  # the second measurement: start from the finite difference, not from rest (no lag)
+            estimate, velocity = measured, (measured - last_position) / dt
+        else:
+            predicted = last_position + last_velocity * dt
+            residual = measured - predicted
+            estimate = predicted + self.alpha * residual
+            velocity = last_velocity + self.beta * residual / dt
+        self._state[track_id] = (time_s, estimate, velocity, count + 1)
         return (float(velocity[0]), float(velocity[1]), float(velocity[2]))
 
     def keep_only(self, track_ids: set[int]) -> None:
@@ -121,3 +126,39 @@ class MotionFilter:
     def reset(self) -> None:
         """With the tracker: a new video has no motion history."""
         self._state.clear()
+
+
+@dataclass(frozen=True)
+class TrackPlacement:
+    """A tracked thing in 3D this frame: where (None without enough depth) and how fast it moves."""
+
+    track_id: int
+    placement: Placement | None
+    velocity: tuple[float, float, float]
+
+
+class Placer:
+    """Places a frame's tracked things from the panoptic map and a registered depth image, and keeps their
+    velocities across frames (the state the node holds per camera; reset with the tracker)."""
+
+    def __init__(self, label_divisor: int, *, erosion_px: int = 2, min_pixels: int = 10) -> None:
+        self.label_divisor = label_divisor
+        self.erosion_px, self.min_pixels = erosion_px, min_pixels
+        self.motion = MotionFilter()
+
+    def step(self, panoptic: np.ndarray, objects: list[tuple[int, int, int]], depth_m: np.ndarray, k: Intrinsics,
+             stamp_s: float, reset: bool = False) -> list[TrackPlacement]:
+        """``objects``: (track_id, class_id, instance) of the frame's tracked things; ``depth_m`` on the panoptic
+        grid (see :func:`resample_depth`). A thing without a placement keeps its last velocity estimate."""
+        if reset:
+            self.motion.reset()
+        if depth_m.shape != panoptic.shape:
+            raise ValueError(f"depth {depth_m.shape} is not on the panoptic grid {panoptic.shape}: resample it")
+        out = []
+        for track_id, class_id, instance in objects:
+            mask = panoptic == class_id * self.label_divisor + instance
+            placed = place(mask, depth_m, k, erosion_px=self.erosion_px, min_pixels=self.min_pixels)
+            velocity = self.motion.update(track_id, stamp_s, placed.position) if placed else (0.0, 0.0, 0.0)
+            out.append(TrackPlacement(track_id, placed, velocity))
+        self.motion.keep_only({track_id for track_id, _, _ in objects})
+        return out
