@@ -70,10 +70,14 @@ class TestKittiReplay(unittest.TestCase):
                                      QoSProfile(depth=FRAMES, reliability=ReliabilityPolicy.RELIABLE))
             node.create_subscription(Clock, "/clock", clock.append, 10)
             deadline = time.monotonic() + 240.0
-            while len(answers) < FRAMES and time.monotonic() < deadline:
+            while (not answers or answers[-1].header.stamp.sec * 10**9 + answers[-1].header.stamp.nanosec
+                   != stamps[-1]) and time.monotonic() < deadline:
                 rclpy.spin_once(node, timeout_sec=0.1)
             got = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in answers]
-            self.assertEqual(got, stamps, "the node did not answer every played frame, in order")
+            # This client subscribes while the launch starts: the player waits for the node, not for it, so the
+            # first answer can go out before it matched (seen once in three CI runs). Every later frame counts.
+            self.assertEqual(got, stamps[len(stamps) - len(got):], "answers out of order or for unplayed frames")
+            self.assertGreaterEqual(len(got), FRAMES - 1, f"frames not answered: {got} of {stamps}")
             times = [c.clock.sec * 10**9 + c.clock.nanosec for c in clock]
             self.assertTrue(times and min(times) >= stamps[0] - 10**9 and max(times) <= stamps[-1] + 10**9,
                             "no /clock in the bag's time range")
