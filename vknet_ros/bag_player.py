@@ -155,7 +155,7 @@ def play(path: Path, options: PlayOptions, node: Any) -> int:
                     due = wall_start + (time_ns - start_ns) / 1e9 / options.rate
                     _wait_until(due, clock, start_ns, wall_start, options)
                     if clock is not None:
-                        clock.publish(_clock_msg(Clock, time_ns))
+                        _publish_clock(clock, time_ns)
                     publishers[conn.topic].publish(bytes(raw))
                     published += 1
                     bar.update(1)
@@ -168,21 +168,19 @@ def play(path: Path, options: PlayOptions, node: Any) -> int:
     return published
 
 
-def _clock_msg(clock_cls: Any, time_ns: int) -> Any:
-    msg = clock_cls()
+def _publish_clock(clock: Any, time_ns: int) -> None:
+    msg = clock.msg_type()
     msg.clock.sec, msg.clock.nanosec = divmod(time_ns, 10**9)
-    return msg
+    clock.publish(msg)
 
 
 def _wait_until(due: float, clock: Any, start_ns: int, wall_start: float, options: PlayOptions) -> None:
     """Sleep until ``due`` (monotonic); with /clock, keep publishing the bag time meanwhile."""
-    from rosgraph_msgs.msg import Clock
-
     while (remaining := due - time.monotonic()) > 0:
         time.sleep(min(remaining, 1.0 / options.clock_hz))
         if clock is not None and due - time.monotonic() > 0:
             now_ns = start_ns + round((time.monotonic() - wall_start) * options.rate * 1e9)
-            clock.publish(_clock_msg(Clock, now_ns))
+            _publish_clock(clock, now_ns)
 
 
 def _wait_for_subscribers(node: Any, options: PlayOptions) -> None:
