@@ -263,6 +263,18 @@ class SyntheticScene:
         assert depth is not None
         return image, panoptic, depth
 
+    def velocities_m_s(self, t: int, fps: float) -> dict[int, tuple[float, float, float]]:
+        """Ground-truth velocity (m/s, camera optical frame) of each thing alive at frame ``t``, by panoptic id:
+        it moves across the panorama at ``vx`` while the camera pans at ``camera_speed`` pixels per frame, at a
+        constant depth (the camera's small jitter is left out)."""
+        cfg = self.cfg
+        out = {}
+        for obj in self.objects:
+            if obj.start <= t <= obj.end:
+                z = float(ground_depth_m(obj.bottom, self.horizon, cfg))
+                out[obj.cls * 1000 + obj.instance] = ((obj.vx - cfg.camera_speed) * z / cfg.focal * fps, 0.0, 0.0)
+        return out
+
     def _render(self, t: int, with_depth: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         cfg, frames = self.cfg, self.cfg.frames
         if not 0 <= t < frames:

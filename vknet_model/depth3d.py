@@ -9,11 +9,13 @@ Everything is in the camera's optical frame (x right, y down, z forward, metres)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 Intrinsics = tuple[float, float, float, float]  # fx, fy, cx, cy in pixels
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
 DEPTH_ENCODINGS = ("16UC1", "32FC1")  # REP 118: millimetres as uint16, metres as float32; 0 / NaN = no depth
 
 
@@ -91,15 +93,23 @@ class MotionFilter:
     """A constant-velocity (alpha-beta) filter per track id: positions in, smoothed velocities out.
 
     alpha and beta trade lag for noise: measured positions from median depth jitter by a few centimetres
-    at 10 m, and a car's speed should settle within a few frames."""
+    at 10 m, and a car's speed should settle within a few frames. A measurement further from the prediction
+    than the gate (``gate_m``, or ``gate_fraction`` of its range if more) is not motion but another thing
+    under the same track id (an identity switch, a merge): the track's filter starts again from it instead
+    of reporting tens of metres per second. Before a velocity is known, the gate is a jump faster than
+    ``max_speed_m_s``."""
 
-    def __init__(self, alpha: float = 0.5, beta: float = 0.3) -> None:
+    def __init__(self, alpha: float = 0.5, beta: float = 0.3, gate_m: float = 1.0, gate_fraction: float = 0.1,
+                 max_speed_m_s: float = 50.0) -> None:
         self.alpha, self.beta = alpha, beta
-        # id -> (time, position, velocity, measurements so far)
+        self.gate_m, self.gate_fraction, self.max_speed_m_s = gate_m, gate_fraction, max_speed_m_s
+        # id -> (time, position, velocity, measurements since the filter (re)started)
         self._state: dict[int, tuple[float, np.ndarray, np.ndarray, int]] = {}
+        self.restarts = 0  # gated jumps so far
 
     def update(self, track_id: int, time_s: float, position: tuple[float, float, float]) -> tuple[float, float, float]:
-        """The track's velocity (m/s) after this measurement; zero on its first one or when time did not move on."""
+        """The track's velocity (m/s) after this measurement; zero on its first one (or after a gated jump),
+        unchanged when time did not move on."""
         measured = np.asarray(position, dtype=np.float64)
         previous = self._state.get(track_id)
         if previous is None or time_s <= previous[0]:
@@ -109,15 +119,32 @@ class MotionFilter:
             return (float(velocity[0]), float(velocity[1]), float(velocity[2]))
         last_time, last_position, last_velocity, count = previous
         dt = time_s - last_time
+        predicted = last_position + (last_velocity * dt if count > 1 else 0.0)
+        residual = measured - predicted
+        gate = max(self.gate_m, self.gate_fraction * float(np.linalg.norm(measured)))
+        if count == 1:
+            gate = max(gate, self.max_speed_m_s * dt)
+        if float(np.linalg.norm(residual)) > gate:
+            self.restarts += 1
+            self._state[track_id] = (time_s, measured, np.zeros(3), 1)
+            return (0.0, 0.0, 0.0)
         if count == 1:  # the second measurement: start from the finite difference, not from rest (no lag)
-            estimate, velocity = measured, (measured - last_position) / dt
+            estimate, velocity = measured, residual / dt
         else:
-            predicted = last_position + last_velocity * dt
-            residual = measured - predicted
             estimate = predicted + self.alpha * residual
             velocity = last_velocity + self.beta * residual / dt
         self._state[track_id] = (time_s, estimate, velocity, count + 1)
         return (float(velocity[0]), float(velocity[1]), float(velocity[2]))
+
+    def measurements(self, track_id: int) -> int:
+        """Positions the track's velocity rests on (0: none; 1: no velocity yet)."""
+        state = self._state.get(track_id)
+        return 0 if state is None else state[3]
+
+    def velocity(self, track_id: int) -> tuple[float, float, float]:
+        """The track's last velocity estimate (zero for a track never placed)."""
+        state = self._state.get(track_id)
+        return (0.0, 0.0, 0.0) if state is None else (float(state[2][0]), float(state[2][1]), float(state[2][2]))
 
     def keep_only(self, track_ids: set[int]) -> None:
         """Forget tracks that ended (their ids are never reused)."""
@@ -135,6 +162,7 @@ class TrackPlacement:
     track_id: int
     placement: Placement | None
     velocity: tuple[float, float, float]
+    motion_frames: int = 0  # positions the velocity rests on (since the track's filter last (re)started)
 
 
 class Placer:
@@ -146,19 +174,29 @@ class Placer:
         self.erosion_px, self.min_pixels = erosion_px, min_pixels
         self.motion = MotionFilter()
 
-    def step(self, panoptic: np.ndarray, objects: list[tuple[int, int, int]], depth_m: np.ndarray, k: Intrinsics,
-             stamp_s: float, reset: bool = False) -> list[TrackPlacement]:
-        """``objects``: (track_id, class_id, instance) of the frame's tracked things; ``depth_m`` on the panoptic
+    def step(self, panoptic: np.ndarray, objects: Sequence[tuple[int, int, Box | None]], depth_m: np.ndarray,
+             k: Intrinsics, stamp_s: float, reset: bool = False) -> list[TrackPlacement]:
+        """``objects``: (track_id, panoptic id, box) of the frame's tracked things, the box (x1, y1, x2, y2 in
+        pixels, or None for the whole image) bounding the thing's mask: the mask is only looked for there,
+        which makes a frame of 20 things ~20x cheaper on a KITTI-size image. ``depth_m`` is on the panoptic
         grid (see :func:`resample_depth`). A thing without a placement keeps its last velocity estimate."""
         if reset:
             self.motion.reset()
         if depth_m.shape != panoptic.shape:
             raise ValueError(f"depth {depth_m.shape} is not on the panoptic grid {panoptic.shape}: resample it")
+        height, width = panoptic.shape
+        fx, fy, cx, cy = k
         out = []
-        for track_id, class_id, instance in objects:
-            mask = panoptic == class_id * self.label_divisor + instance
-            placed = place(mask, depth_m, k, erosion_px=self.erosion_px, min_pixels=self.min_pixels)
-            velocity = self.motion.update(track_id, stamp_s, placed.position) if placed else (0.0, 0.0, 0.0)
-            out.append(TrackPlacement(track_id, placed, velocity))
+        for track_id, panoptic_id, box in objects:
+            x0, y0, x1, y1 = 0, 0, width, height
+            if box is not None:  # the box rounded outwards, one pixel of margin, clipped to the image
+                x0, y0 = max(0, int(np.floor(box[0])) - 1), max(0, int(np.floor(box[1])) - 1)
+                x1, y1 = min(width, int(np.ceil(box[2])) + 1), min(height, int(np.ceil(box[3])) + 1)
+            mask = panoptic[y0:y1, x0:x1] == panoptic_id
+            placed = place(mask, depth_m[y0:y1, x0:x1], (fx, fy, cx - x0, cy - y0), erosion_px=self.erosion_px,
+                           min_pixels=self.min_pixels) if mask.size else None
+            velocity = self.motion.update(track_id, stamp_s, placed.position) if placed else self.motion.velocity(
+                track_id)
+            out.append(TrackPlacement(track_id, placed, velocity, self.motion.measurements(track_id)))
         self.motion.keep_only({track_id for track_id, _, _ in objects})
         return out

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vknet_model.depth3d import DEPTH_ENCODINGS, depth_in_metres
 from vknet_model.errors import VKNetError
 
 if TYPE_CHECKING:
@@ -269,6 +270,38 @@ def image_msg_to_labels(msg: Image) -> np.ndarray:
     rows = np.frombuffer(msg.data, dtype=np.uint8)[: step * height].reshape(height, step)
     wire_dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
     return rows[:, : width * dtype.itemsize].copy().view(wire_dtype).reshape(height, width)
+
+
+def depth_msg_to_metres(msg: Image) -> np.ndarray:
+    """A REP 118 depth image (16UC1 millimetres or 32FC1 metres, either byte order, any row padding) as
+    float32 metres [H, W] with NaN where there is no depth (0, NaN, inf or negative).
+
+    Raises:
+        ImageConversionError: another encoding ("encoding"), an empty or oversized image, a step below a row,
+            or data shorter than declared, under the same reasons as colour images.
+    """
+    encoding = msg.encoding
+    if encoding not in DEPTH_ENCODINGS:
+        raise ImageConversionError(f"depth encoding {encoding!r} is not 16UC1 (millimetres) or 32FC1 (metres), "
+                                   f"REP 118", "encoding")
+    dtype = np.dtype(np.uint16 if encoding == "16UC1" else np.float32)
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height == 0 or width == 0:
+        raise ImageConversionError(f"empty depth image ({width}x{height})", "empty")
+    if height * width > MAX_PIXELS:
+        raise ImageConversionError(f"depth image of {width}x{height} exceeds the {MAX_PIXELS}-pixel limit",
+                                   "too_large")
+    row_bytes = width * dtype.itemsize
+    if step < row_bytes:
+        raise ImageConversionError(f"depth step {step} is smaller than width*{dtype.itemsize} = {row_bytes}", "step")
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    needed = step * (height - 1) + row_bytes
+    if data.size < needed:
+        raise ImageConversionError(f"depth data holds {data.size} bytes, {width}x{height} {encoding} with step "
+                                   f"{step} needs {needed}", "truncated")
+    rows = np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(step, 1))
+    values = np.ascontiguousarray(rows).view(dtype.newbyteorder(">" if msg.is_bigendian else "<"))
+    return depth_in_metres(values.reshape(height, width), encoding)
 
 
 def compressed_msg_to_rgb(msg: CompressedImage, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -39,12 +39,20 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                                 "(fp16 is the GPU's); the panoptic assembly stays float32"),
     "cuda_graph": (False, "torch backend on CUDA: record the per-frame forward once as a CUDA graph and replay it"),
     "input_size": ([0, 0], "expected network input [height, width]; [0, 0] = the model's (it is fixed at export)"),
+    "cameras": ([""], "camera names, e.g. [front, left]: one model serves them all, each with its own topics under "
+                      "its name (front/image -> front/panoptic ...), tracker and track ids; [''] = one camera "
+                      "on the plain topics (image -> panoptic ...)"),
     "compressed_input": (False, "subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image"),
     "input_qos": ("auto", "input QoS: auto (match the camera's publishers: best effort if any is, transient local "
                           "if all are; re-checked every second) | sensor_data | reliable | best_effort"),
     "input_depth": (1, "input queue depth; the worker always takes the newest frame"),
     "corrupt_compressed": ("drop", "a compressed frame the decoder finds damaged (flipped or missing bytes; "
                                    "libjpeg still returns a partial picture): drop | process; counted either way"),
+    "depth": (False, "subscribe to depth (sensor_msgs/Image registered to the colour camera: 16UC1 mm or 32FC1 m, "
+                     "REP 118; plus depth/camera_info if its size differs) and give tracks 3D positions, sizes and "
+                     "velocities (needs message_filters)"),
+    "depth_slop_s": (0.05, "largest stamp difference (s) between a colour frame and its depth image"),
+    "depth_wait_s": (0.1, "how long (s) a frame waits for its depth image while depth is arriving"),
     "instance_score_thr": (MODEL_VALUE, "[dynamic] minimum score of a thing in the panoptic output" + _MODEL),
     "overlap_thr": (MODEL_VALUE, "[dynamic] minimum visible fraction of a mask after overlaps" + _MODEL),
     "mask_thr": (MODEL_VALUE, "[dynamic] mask probability threshold" + _MODEL),
@@ -76,10 +84,14 @@ class NodeSettings:
     torch_precision: str
     cuda_graph: bool
     input_size: tuple[int, int]
+    cameras: tuple[str, ...]
     compressed_input: bool
     input_qos: str
     input_depth: int
     corrupt_compressed: str
+    depth: bool
+    depth_slop_s: float
+    depth_wait_s: float
     instance_score_thr: float
     overlap_thr: float
     mask_thr: float
@@ -125,6 +137,21 @@ def validate_dynamic(name: str, value: Any) -> float:
     return _unit(name, value)
 
 
+def camera_names(value: Any) -> tuple[str, ...]:
+    """The ``cameras`` parameter checked: names that are ROS name tokens (they become topic namespaces),
+    unique, or the one unnamed camera ('' alone, also what an empty list means)."""
+    names = tuple(str(n) for n in (value or [""]))
+    if names == ("",):
+        return names
+    for name in names:
+        if not (name and (name[0].isalpha()) and all(c.isalnum() or c == "_" for c in name) and name.isascii()):
+            raise SettingsError(f"parameter cameras: {name!r} is not a topic name token (a letter, then letters, "
+                                f"digits or _); '' names the one unnamed camera and cannot be mixed with names")
+    if len(set(names)) != len(names):
+        raise SettingsError(f"parameter cameras={list(names)} names a camera twice")
+    return names
+
+
 def settings_from_values(values: dict[str, Any]) -> NodeSettings:
     """Validated settings from parameter values (missing names take their defaults)."""
     unknown = sorted(set(values) - set(PARAMETERS))
@@ -144,6 +171,12 @@ def settings_from_values(values: dict[str, Any]) -> NodeSettings:
     encoding = _choice("panoptic_encoding", v["panoptic_encoding"], PANOPTIC_ENCODINGS)
     if divisor < 2:
         raise SettingsError(f"parameter label_divisor={divisor} must be >= 2")
+    cameras = camera_names(v["cameras"])
+    slop, wait = float(v["depth_slop_s"]), float(v["depth_wait_s"])
+    if not 0 < slop <= 10:
+        raise SettingsError(f"parameter depth_slop_s={slop} must be in (0, 10]")
+    if not 0 <= wait <= 10:
+        raise SettingsError(f"parameter depth_wait_s={wait} must be in [0, 10]")
     period = float(v["diagnostics_period_s"])
     if period <= 0:
         raise SettingsError(f"parameter diagnostics_period_s={period} must be > 0")
@@ -152,9 +185,10 @@ def settings_from_values(values: dict[str, Any]) -> NodeSettings:
         ort_spin_wait=bool(v["ort_spin_wait"]),
         torch_precision=_choice("torch_precision", v["torch_precision"], TORCH_PRECISIONS),
         cuda_graph=bool(v["cuda_graph"]),
-        input_size=(size[0], size[1]), compressed_input=bool(v["compressed_input"]),
+        input_size=(size[0], size[1]), cameras=cameras, compressed_input=bool(v["compressed_input"]),
         input_qos=_choice("input_qos", v["input_qos"], INPUT_QOS), input_depth=depth,
         corrupt_compressed=_choice("corrupt_compressed", v["corrupt_compressed"], CORRUPT_COMPRESSED),
+        depth=bool(v["depth"]), depth_slop_s=slop, depth_wait_s=wait,
         **{name: validate_dynamic(name, v[name]) for name in DYNAMIC},
         label_divisor=divisor, panoptic_encoding=encoding,
         publish_panoptic=bool(v["publish_panoptic"]), publish_semantic=bool(v["publish_semantic"]),

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vknet_model.config import DataConfig
+from vknet_model.depth3d import TrackPlacement
 from vknet_model.pipeline import TrackedObjectInfo
 
 
@@ -41,6 +42,31 @@ def detections_msg(objects: Sequence[TrackedObjectInfo], header: Any) -> Any:
         detection.bbox.size_x, detection.bbox.size_y = float(x2 - x1), float(y2 - y1)
         result = ObjectHypothesisWithPose()
         result.hypothesis.class_id, result.hypothesis.score = str(o.class_id), float(o.score)
+        detection.results.append(result)
+        out.detections.append(detection)
+    return out
+
+
+def detections_3d_msg(objects: Sequence[TrackedObjectInfo], placements: Mapping[int, TrackPlacement],
+                      header: Any) -> Any:
+    """One ``Detection3D`` per tracked thing with a 3D position (``id`` = the track id): the box centred on
+    the position with the mask's extent, axis-aligned in the camera's optical frame."""
+    from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
+
+    out = Detection3DArray(header=header)
+    for o in objects:
+        placed = placements.get(o.track_id)
+        if placed is None or placed.placement is None:
+            continue
+        p = placed.placement
+        detection = Detection3D(header=header, id=str(o.track_id))
+        centre = detection.bbox.center
+        centre.position.x, centre.position.y, centre.position.z = p.position
+        centre.orientation.w = 1.0
+        detection.bbox.size.x, detection.bbox.size.y, detection.bbox.size.z = p.size
+        result = ObjectHypothesisWithPose()
+        result.hypothesis.class_id, result.hypothesis.score = str(o.class_id), float(o.score)
+        result.pose.pose = centre
         detection.results.append(result)
         out.detections.append(detection)
     return out

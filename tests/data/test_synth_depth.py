@@ -108,7 +108,7 @@ def test_velocities_from_ground_truth_tracks_follow_the_scene_motion() -> None:
             inside = [p for p in ids if not (panoptic[:, [0, -1]] == p).any()]
             for p in set(seen) - set(inside):
                 seen[p] = 0
-            objects = [(p, p // 1000, p % 1000) for p in inside]  # the panoptic id as a stand-in track id
+            objects = [(p, p, None) for p in inside]  # the panoptic id as a stand-in track id
             for placed in placer.step(panoptic, objects, depth, k, t / fps):
                 if placed.placement is not None:
                     last[placed.track_id] = placed.velocity

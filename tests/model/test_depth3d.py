@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vknet_model.depth3d import MotionFilter, depth_in_metres, place, resample_depth
+from vknet_model.depth3d import MotionFilter, Placer, depth_in_metres, place, resample_depth
 
 K = (700.0, 700.0, 320.0, 120.0)  # fx, fy, cx, cy of a 640x240 camera
 
@@ -93,3 +93,33 @@ def test_velocity_of_a_moving_thing_converges_and_resets() -> None:
     assert motion.update(7, 2.0, (0.0, 1.0, 12.0)) == (0.0, 0.0, 0.0)  # forgotten: a first measurement again
     motion.reset()
     assert motion.update(7, 2.1, (0.0, 1.0, 12.0)) == (0.0, 0.0, 0.0)
+
+
+def test_a_jump_no_thing_can_make_restarts_the_track_instead_of_a_huge_velocity() -> None:
+    """An identity switch moves a track's position by metres in one frame: the filter starts again (velocity
+    0, one measurement) rather than report tens of m/s; ordinary motion at 30 m/s is not gated."""
+    motion = MotionFilter()
+    for t in range(6):  # 30 m/s along x at 20 m, 10 Hz
+        motion.update(1, t * 0.1, (3.0 * t, 0.0, 20.0))
+    assert motion.velocity(1)[0] == pytest.approx(30.0, rel=0.05) and motion.restarts == 0
+    assert motion.update(1, 0.6, (-4.0, 0.0, 9.0)) == (0.0, 0.0, 0.0)  # another thing under the same id
+    assert motion.restarts == 1 and motion.measurements(1) == 1
+    vx, _, _ = motion.update(1, 0.7, (-4.1, 0.0, 9.0))
+    assert vx == pytest.approx(-1.0) and motion.measurements(1) == 2
+
+
+def test_the_placer_looks_for_a_mask_in_its_box_only_and_finds_the_same_placement() -> None:
+    panoptic = np.zeros((60, 100), np.int32)
+    panoptic[20:40, 30:50] = 13001
+    panoptic[5:15, 70:90] = 11001
+    depth = np.full((60, 100), 12.0, np.float32)
+    depth[20:40, 30:50] = 8.0
+    k = (80.0, 80.0, 50.0, 30.0)
+    whole = Placer(1000).step(panoptic, [(7, 13001, None), (8, 11001, None)], depth, k, 0.0)
+    boxed = Placer(1000).step(panoptic, [(7, 13001, (30.0, 20.0, 50.0, 40.0)), (8, 11001, (70.2, 5.0, 89.6, 15.0))],
+                              depth, k, 0.0)
+    assert [p.placement for p in boxed] == [p.placement for p in whole]
+    assert boxed[0].placement is not None and boxed[0].placement.position[2] == pytest.approx(8.0)
+    assert boxed[0].placement.position[0] == pytest.approx((39.5 - 50.0) / 80.0 * 8.0, abs=0.11)
+    # A box that misses the mask (a stale box) finds nothing rather than another thing's pixels.
+    assert Placer(1000).step(panoptic, [(7, 13001, (0.0, 0.0, 10.0, 10.0))], depth, k, 0.0)[0].placement is None

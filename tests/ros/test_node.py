@@ -22,6 +22,7 @@ from std_msgs.msg import Header
 from tests.conftest import forged_jpeg_size, moving_square_frame
 from vknet_model.pipeline import Pipeline
 from vknet_ros import vision_messages
+from vknet_ros.camera import Camera
 from vknet_ros.conversions import decode_compressed, image_msg_to_labels, rgb_to_image_msg
 from vknet_ros.msg import TrackedObjectArray
 from vknet_ros.node import BAD_INPUT_REASONS, VKNetNode
@@ -80,7 +81,7 @@ class Harness:
     def connected(self, pub: Any = None) -> bool:
         pub = pub or self.image_pub
         # The semantic image goes out only while the node's publisher has matched a subscription.
-        semantic = self.node._pubs["semantic"]
+        semantic = self.node.cameras[0].pubs["semantic"]
         return wait_for(lambda: pub.get_subscription_count() > 0 and self.client.count_publishers("panoptic") > 0
                         and semantic.get_subscription_count() > 0, 10.0)
 
@@ -123,7 +124,7 @@ def test_frames_in_outputs_out_with_the_input_header(harness: Harness) -> None:
 
 
 def test_semantic_goes_out_only_while_subscribed(onnx_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vknet_ros.node as node_module
+    import vknet_ros.camera as node_module
 
     encoded: list[str] = []
     real = node_module.labels_to_serialized_image
@@ -136,7 +137,7 @@ def test_semantic_goes_out_only_while_subscribed(onnx_model: Path, monkeypatch: 
     harness = Harness(onnx_model)
     try:
         assert harness.connected()
-        semantic_pub = harness.node._pubs["semantic"]
+        semantic_pub = harness.node.cameras[0].pubs["semantic"]
         harness.client.destroy_subscription(harness.semantic_sub)
         assert wait_for(lambda: semantic_pub.get_subscription_count() == 0)
         harness.image_pub.publish(frame_msg(0))
@@ -158,14 +159,14 @@ def test_a_burst_leaves_no_backlog_and_the_node_keeps_answering(onnx_model: Path
     # outputs from the end of publishing instead flaked on a loaded 2-core CI machine, where DDS was still
     # delivering the burst when publishing ended.)
     processed_at_last_receipt: list[int] = []
-    on_image = VKNetNode._on_image
+    on_image = Camera._on_image
 
-    def recording(self: VKNetNode, msg: Image | CompressedImage) -> None:
+    def recording(self: Camera, msg: Image | CompressedImage) -> None:
         on_image(self, msg)
         if self.counters["received"] == 101:
             processed_at_last_receipt.append(self.counters["processed"])
 
-    monkeypatch.setattr(VKNetNode, "_on_image", recording)
+    monkeypatch.setattr(Camera, "_on_image", recording)
     # A deep input queue so that every message reaches the node and its own one-frame slot does the dropping.
     harness = Harness(onnx_model, input_depth=100)
     try:
@@ -178,7 +179,7 @@ def test_a_burst_leaves_no_backlog_and_the_node_keeps_answering(onnx_model: Path
 def _burst(harness: Harness, processed_at_last_receipt: list[int]) -> None:
     harness.image_pub.publish(frame_msg(0))
     assert wait_for(lambda: len(harness.panoptic) == 1)
-    per_frame = harness.node._processing_ms[-1] / 1e3
+    per_frame = harness.node.cameras[0].processing_ms[-1] / 1e3
     period = max(per_frame / 10, 0.002)  # 10x faster than the node can go
     for t in range(1, 101):
         harness.image_pub.publish(frame_msg(t))
@@ -338,7 +339,7 @@ def test_lifecycle_frees_and_restores_the_model(onnx_model: Path) -> None:
         h.image_pub.publish(frame_msg(0))
         assert wait_for(lambda: len(h.panoptic) == 1)
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-        assert node._worker is None and not node._inputs
+        assert node._worker is None and not node.cameras[0].inputs
         h.image_pub.publish(frame_msg(1))
         time.sleep(0.5)
         assert len(h.panoptic) == 1, "an inactive node must not process"
@@ -420,7 +421,7 @@ def test_rgb8_bgr8_and_png_frames_give_the_same_outputs_and_overlay(onnx_model: 
         try:
             pub = harness.compressed_pub if kind == "png" else harness.image_pub
             assert harness.connected(pub)
-            overlay_pub = harness.node._pubs["overlay"]
+            overlay_pub = harness.node.cameras[0].pubs["overlay"]
             assert wait_for(lambda p=overlay_pub: p.get_subscription_count() > 0)
             pub.publish(msg)
             assert wait_for(lambda o=overlays, h=harness: len(o) == 1 and len(h.panoptic) == 1), kind
@@ -442,7 +443,7 @@ def test_camera_info_is_checked_and_the_last_good_one_kept(harness: Harness) -> 
     assert wait_for(lambda: info_pub.get_subscription_count() > 0)
     good = CameraInfo(width=WIDTH, height=HEIGHT, k=[500.0, 0.0, 200.0, 0.0, 500.0, 60.0, 0.0, 0.0, 1.0])
     info_pub.publish(good)
-    assert wait_for(lambda: harness.node._intrinsics == ((500.0, 500.0, 200.0, 60.0), (WIDTH, HEIGHT)))
+    assert wait_for(lambda: harness.node.cameras[0].intrinsics == ((500.0, 500.0, 200.0, 60.0), (WIDTH, HEIGHT)))
     bad = [CameraInfo(width=WIDTH, height=HEIGHT, k=[500.0, 0.0, float("nan"), 0.0, 500.0, 60.0, 0.0, 0.0, 1.0]),
            CameraInfo(width=WIDTH, height=HEIGHT, k=[1e-300, 0.0, 200.0, 0.0, 1e-300, 60.0, 0.0, 0.0, 1.0]),
            CameraInfo(width=WIDTH, height=HEIGHT, k=[500.0, 0.0, float("inf"), 0.0, 500.0, 60.0, 0.0, 0.0, 1.0]),
@@ -451,7 +452,7 @@ def test_camera_info_is_checked_and_the_last_good_one_kept(harness: Harness) -> 
     for n, msg in enumerate(bad, start=1):
         info_pub.publish(msg)
         assert wait_for(lambda n=n: harness.node.bad_reasons["camera_info"] == n)
-    assert harness.node._intrinsics == ((500.0, 500.0, 200.0, 60.0), (WIDTH, HEIGHT))
+    assert harness.node.cameras[0].intrinsics == ((500.0, 500.0, 200.0, 60.0), (WIDTH, HEIGHT))
     assert harness.node.counters["bad_input"] == len(bad)
 
 
@@ -557,7 +558,7 @@ def test_detections_and_label_info_mirror_tracks_and_the_class_map() -> None:
 
 @pytest.mark.skipif(vision_messages.available(), reason="vision_msgs is installed: the test above runs instead")
 def test_without_vision_msgs_the_node_says_so_and_publishes_the_rest(harness: Harness) -> None:
-    assert "detections" not in harness.node._pubs and "label_info" not in harness.node._pubs
+    assert "detections" not in harness.node.cameras[0].pubs and "label_info" not in harness.node._pubs
     names = {name for name, _ in harness.node.get_publisher_names_and_types_by_node("vknet", "/")}
     assert {"/panoptic", "/tracks", "/class_map"} <= names and "/detections" not in names
 
@@ -589,7 +590,7 @@ def test_auto_input_qos_follows_the_camera_publishers(onnx_model: Path) -> None:
     h = Harness(onnx_model, input_qos="auto")  # its reliable camera publisher appears after the node is active
     try:
         def subscribed() -> Any:
-            return h.node._inputs[0].qos_profile.reliability
+            return h.node.cameras[0].inputs[0].qos_profile.reliability
 
         assert h.connected() and wait_for(lambda: subscribed() == ReliabilityPolicy.RELIABLE), subscribed()
         h.image_pub.publish(frame_msg(0))
@@ -654,7 +655,7 @@ def test_qos_overrides_parameters_set_output_and_input_qos(onnx_model: Path) -> 
     try:
         (tracks,) = node.get_publishers_info_by_topic("/tracks")
         assert tracks.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
-        assert node._pubs["tracks"].qos_profile.depth == 3  # the graph does not carry depths
+        assert node.cameras[0].pubs["tracks"].qos_profile.depth == 3  # the graph does not carry depths
         (panoptic,) = node.get_publishers_info_by_topic("/panoptic")
         assert panoptic.qos_profile.reliability == ReliabilityPolicy.RELIABLE  # not overridden
         (image,) = node.get_subscriptions_info_by_topic("/image")

@@ -28,6 +28,7 @@ ROSDEP_KEYS = {
     "lifecycle_msgs": "lifecycle_msgs",
     "diagnostic_msgs": "diagnostic_msgs",
     "vision_msgs": "vision_msgs",
+    "message_filters": "message_filters",
     "rosgraph_msgs": "rosgraph_msgs",
     "builtin_interfaces": "std_msgs",
     "ament_index_python": "ament_index_python",
