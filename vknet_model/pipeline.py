@@ -157,12 +157,18 @@ class Pipeline:
         panoptic_dtype: integer dtype of ``FrameResult.panoptic``. The node asks for the dtype of its message
             encoding (uint16 for 16UC1), so the map is built once in the form it is sent, with no conversion or
             range check per frame; every id must fit, which is checked here.
+        track_ids: (offset, stride) of the track ids reported: the tracker's k-th track is reported as
+            ``offset + stride * k``. A node serving n cameras gives camera i (i, n), so that no track id is
+            ever shared between cameras.
     """
 
     def __init__(self, backend: Backend, *, postprocess: PostprocessConfig | None = None,
                  tracker: TrackerConfig | None = None, label_divisor: int | None = None,
-                 panoptic_dtype: npt.DTypeLike = np.int32) -> None:
+                 panoptic_dtype: npt.DTypeLike = np.int32, track_ids: tuple[int, int] = (0, 1)) -> None:
         self.backend = backend
+        self.id_offset, self.id_stride = track_ids
+        if self.id_stride < 1 or not 0 <= self.id_offset < self.id_stride:
+            raise ValueError(f"track_ids (offset, stride) must have 0 <= offset < stride, got {track_ids}")
         config = backend.contract.config
         self.data: DataConfig = config.data
         self.tracker_config = tracker or config.tracker
@@ -298,7 +304,8 @@ class Pipeline:
 
         tracked = track_ids >= 0
         slots = thing_slots[tracked]
-        live_ids, live_ages = track_ids[tracked].tolist(), ages[tracked].tolist()
+        live_ids = (track_ids[tracked] * self.id_stride + self.id_offset).tolist()
+        live_ages = ages[tracked].tolist()
         instances = self.instances.assign(live_ids, self._frame)
         slot_instance = np.zeros(n, dtype=np.int64)
         slot_instance[slots] = instances

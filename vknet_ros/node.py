@@ -25,6 +25,7 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,10 +104,18 @@ def _open(model: Path, backend: str, device: str, s: NodeSettings) -> Any:
                         torch_precision=s.torch_precision, cuda_graph=s.cuda_graph)
 
 
-def camera_pipeline(first: Pipeline, s: NodeSettings) -> Pipeline:
+def next_ready(waiting: Sequence[bool], turn: int) -> int:
+    """The camera the worker serves next: the first with a frame ``waiting`` from index ``turn`` on, wrapping
+    round (the worker then starts after it, so every waiting camera is served within one round)."""
+    count = len(waiting)
+    return next(i % count for i in range(turn, turn + count) if waiting[i % count])
+
+
+def camera_pipeline(first: Pipeline, s: NodeSettings, track_ids: tuple[int, int]) -> Pipeline:
     """Another camera's pipeline over the first one's backend: the model is loaded once, the temporal state
-    (tracker, track ids, instance numbers) is the camera's own."""
-    pipeline = Pipeline(first.backend, label_divisor=s.label_divisor, panoptic_dtype=first.panoptic_dtype)
+    (tracker, track ids in their own ``track_ids`` space, instance numbers) is the camera's own."""
+    pipeline = Pipeline(first.backend, label_divisor=s.label_divisor, panoptic_dtype=first.panoptic_dtype,
+                        track_ids=track_ids)
     apply_thresholds(pipeline, s)
     return pipeline
 
@@ -186,7 +195,10 @@ class VKNetNode(LifecycleNode):
         s = self.settings
         log.info(f"loaded {self._backend_line} in {load_s:.1f} s; warmed up with {WARM_UP_RUNS} forwards in "
                  f"{warm_up_ms:.0f} ms")
-        pipelines = [pipeline] + [camera_pipeline(pipeline, s) for _ in s.cameras[1:]]
+        count = len(s.cameras)
+        if count > 1:
+            pipeline.id_offset, pipeline.id_stride = 0, count  # no track id shared between cameras
+        pipelines = [pipeline] + [camera_pipeline(pipeline, s, (i, count)) for i in range(1, count)]
         self.cameras = [Camera(self, name, p) for name, p in zip(s.cameras, pipelines, strict=True)]
         if len(self.cameras) > 1:
             log.info(f"{len(self.cameras)} cameras ({', '.join(s.cameras)}) share the model; each has its own "
@@ -303,8 +315,7 @@ class VKNetNode(LifecycleNode):
                     self._wake.wait(timeout=0.2)
                 if self._stop.is_set():
                     return
-                count = len(self.cameras)
-                index = next(i % count for i in range(turn, turn + count) if self.cameras[i % count].slot is not None)
+                index = next_ready([c.slot is not None for c in self.cameras], turn)
                 camera = self.cameras[index]
                 turn = index + 1
                 assert camera.slot is not None
