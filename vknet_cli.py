@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "build the TensorRT engine for an exported model ahead of time (cached per GPU/TensorRT version)"),
     "node": ("vknet_ros.node_cli", "run the ROS 2 node (same as `ros2 run vknet_ros vknet_node`)"),
     "bench": ("vknet_ros.bench_cli", "per-stage latency of every backend on the same frames (table + JSON)"),
+    "view3d": ("vknet_ros.view3d",
+               "a picture of the 3D output: overlay beside the node's 3D markers from above (synthetic depth)"),
     "doctor": ("vknet_ros.doctor",
                "check the installation and measure a ROS 2 image round trip over loopback DDS"),
 }
