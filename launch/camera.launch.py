@@ -2,6 +2,7 @@
 
   ros2 launch vknet_ros camera.launch.py image:=/camera/image_raw camera_info:=/camera/camera_info
   ros2 launch vknet_ros camera.launch.py backend:=tensorrt model:=/path/model.onnx rviz:=true
+  ros2 launch vknet_ros camera.launch.py depth:=true depth_image:=/camera/aligned_depth_to_color/image_raw
 """
 
 from launch import LaunchDescription
@@ -17,6 +18,10 @@ def generate_launch_description() -> LaunchDescription:
     args = [
         DeclareLaunchArgument("image", default_value="/camera/image_raw", description="input image topic"),
         DeclareLaunchArgument("camera_info", default_value="/camera/camera_info", description="camera_info topic"),
+        DeclareLaunchArgument("depth", default_value="false",
+                              description="3D positions of the tracks from a registered depth image"),
+        DeclareLaunchArgument("depth_image", default_value="/camera/depth/image_raw",
+                              description="depth topic (16UC1 mm or 32FC1 m, registered to the image)"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "vknet.yaml"]),
                               description="node parameters (YAML)"),
         DeclareLaunchArgument("model", default_value="", description="model file; empty = the bundled model"),
@@ -31,8 +36,10 @@ def generate_launch_description() -> LaunchDescription:
         output="screen", emulate_tty=True,
         parameters=[LaunchConfiguration("params_file"), {
             "model": LaunchConfiguration("model"), "backend": LaunchConfiguration("backend"),
+            "depth": LaunchConfiguration("depth"),
             "use_sim_time": use_sim_time}],
-        remappings=[("image", LaunchConfiguration("image")), ("camera_info", LaunchConfiguration("camera_info"))],
+        remappings=[("image", LaunchConfiguration("image")), ("camera_info", LaunchConfiguration("camera_info")),
+                    ("depth", LaunchConfiguration("depth_image"))],
     )
     rviz = Node(
         package="rviz2", executable="rviz2", name="rviz2", output="screen",

@@ -45,6 +45,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("player", default_value="auto", description="auto | ros2bag | vknet"),
         DeclareLaunchArgument("image", default_value="/camera/image_raw", description="image topic in the bag"),
         DeclareLaunchArgument("camera_info", default_value="/camera/camera_info", description="camera_info topic"),
+        DeclareLaunchArgument("depth", default_value="false",
+                              description="3D tracks from the bag's depth topic (vknet synth --depth, vknet bag)"),
+        DeclareLaunchArgument("depth_image", default_value="/camera/depth/image_raw", description="depth topic"),
         DeclareLaunchArgument("model", default_value="", description="model file; empty = the bundled model"),
         DeclareLaunchArgument("backend", default_value="auto", description="auto | tensorrt | onnxruntime | torch"),
         DeclareLaunchArgument("namespace", default_value="vknet", description="namespace of the outputs"),
@@ -55,6 +58,7 @@ def generate_launch_description() -> LaunchDescription:
         launch_arguments={"image": LaunchConfiguration("image"), "camera_info": LaunchConfiguration("camera_info"),
                           "model": LaunchConfiguration("model"), "backend": LaunchConfiguration("backend"),
                           "namespace": LaunchConfiguration("namespace"), "use_sim_time": "true",
-                          "rviz": LaunchConfiguration("rviz")}.items(),
+                          "rviz": LaunchConfiguration("rviz"), "depth": LaunchConfiguration("depth"),
+                          "depth_image": LaunchConfiguration("depth_image")}.items(),
     )
     return LaunchDescription([*args, camera, OpaqueFunction(function=player)])

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = sorted((ROOT / "launch").glob("*.launch.py"))
 # share/vknet_ros/<dir> -> where CMakeLists.txt installs it from (install(DIRECTORY vknet_ros/config launch ...)).
 SHARE_SOURCES = {"config": ROOT / "vknet_ros" / "config", "launch": ROOT / "launch"}
-NODE_INPUTS = {"image", "camera_info", "image/compressed"}
+NODE_INPUTS = {"image", "camera_info", "image/compressed", "depth", "depth/camera_info"}
 NODE_OUTPUTS = {"panoptic", "semantic", "overlay", "tracks", "markers", "class_map"}
 
 
