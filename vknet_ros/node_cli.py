@@ -2,13 +2,17 @@
 
 Options below are shortcuts for node parameters; anything after --ros-args goes to ROS unchanged
 (remappings, -p name:=value, --params-file vknet_ros/config/vknet.yaml, -r __ns:=/front). The node subscribes to
-`image` and `camera_info` and publishes panoptic, semantic, overlay, tracks, markers and class_map.
+`image` and `camera_info` (with depth:=true also `depth`) and publishes panoptic, semantic, overlay, tracks,
+markers and class_map.
 Without --model it runs the bundled model.
 
 Examples:
   vknet node --ros-args -r image:=/camera/image_raw -r camera_info:=/camera/camera_info
   vknet node --model run/model.onnx --backend onnxruntime --ros-args --params-file vknet_ros/config/vknet.yaml
   vknet node --loopback   # keep DDS on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST + profile)
+  vknet node --ros-args -p depth:=true -r depth:=/camera/aligned_depth_to_color/image_raw   # 3D tracks
+  vknet node --ros-args -p "cameras:=[front, left]" -r front/image:=/cam_front/image_raw \
+      -r left/image:=/cam_left/image_raw   # one model, two cameras: front/panoptic, left/panoptic, ...
 """
 
 from __future__ import annotations

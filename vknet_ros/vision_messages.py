@@ -3,7 +3,8 @@
 ``vision_msgs/Detection2DArray`` carries one ``Detection2D`` per tracked object (``id`` = the track id,
 one result: the class id as a string and the score, ``bbox`` centre and size in pixels, the image's header)
 and ``vision_msgs/LabelInfo`` maps those class ids to names once, transient local, as the vision_msgs README
-recommends. vision_msgs is a ROS package a ROS install has (``ros-<distro>-vision-msgs``); in a venv made of
+recommends. With depth, ``vision_msgs/Detection3DArray`` carries the tracks placed in 3D. vision_msgs is a
+ROS package a ROS install has (``ros-<distro>-vision-msgs``); in a venv made of
 PyPI wheels it comes only with ros2_cli_kit, so the node asks :func:`available` first and does without.
 """
 

@@ -129,3 +129,34 @@ def test_node_fuzz_benchmark_accounts_for_every_message(tmp_path: Path) -> None:
     assert len(outcomes) >= 15, sorted(outcomes)
     assert outcomes["png_16_bit"] == {"encoding": outcomes["png_16_bit"]["encoding"]}
     assert set(outcomes["camera_info_bad"]) == {"camera_info"}
+
+
+def test_depth_fuzz_benchmark_accounts_for_every_frame(tmp_path: Path) -> None:
+    """A short run of benchmarks/depth_fuzz.py: every frame with hostile depth is answered, its 3D outcome is
+    one of the reasons its kind can produce, and a good frame afterwards is placed again."""
+    from vknet_ros import depth_input
+
+    if not depth_input.available():
+        pytest.skip("message_filters is not installed (make ros-kit)")
+    out = tmp_path / "depth_fuzz.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "depth_fuzz.py"), "--cases", "16", "--seed", "1",
+                           "--no-progress", "--json", str(out)], capture_output=True, text=True, check=False,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["answered"] == 16 and result["hangs"] == result["node_errors"] == result["unexpected"] == 0
+    assert result["good_frame_placed_after"] and len(result["outcomes"]) >= 6
+
+
+def test_three_cameras_cost_little_more_memory_than_one(tmp_path: Path) -> None:
+    """A short run of benchmarks/node_cameras.py: a node for 1 and for 3 cameras (the model loaded once) answers
+    every frame at a total 1 Hz, and with 3 cameras holds < 1.3x the resident memory it holds with one."""
+    out = tmp_path / "cameras.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "node_cameras.py"), "--cameras", "1", "3",
+                           "--rates", "1", "--seconds", "3", "--json", str(out)], capture_output=True, text=True,
+                          check=False, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    one, three = json.loads(out.read_text())["results"]
+    assert (one["cameras"], three["cameras"]) == (1, 3)
+    assert one["rows"][0]["worst_drop_fraction"] == three["rows"][0]["worst_drop_fraction"] == 0.0
+    assert one["rss_mb"] > 100 and three["rss_ratio_to_first"] < 1.3, (one["rss_mb"], three["rss_mb"])

@@ -671,3 +671,22 @@ def test_qos_overrides_parameters_set_output_and_input_qos(onnx_model: Path) -> 
     finally:
         node.trigger_shutdown()
         node.destroy_node()
+
+
+def test_without_message_filters_depth_is_refused_in_one_line_and_2d_goes_on(
+        onnx_model: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """Where message_filters is missing (a venv without ros2_cli_kit), depth:=true costs nothing but 3D."""
+    from vknet_ros import depth_input
+
+    monkeypatch.setattr(depth_input, "available", lambda: False)
+    h = Harness(onnx_model, depth=True)
+    try:
+        assert h.connected()
+        camera = h.node.cameras[0]
+        assert camera.pairing is None and camera.placer is None and len(camera.inputs) == 2  # image, camera_info
+        assert "message_filters is not installed: tracks get no 3D positions" in capfd.readouterr().err
+        h.image_pub.publish(frame_msg(0))
+        assert wait_for(lambda: len(h.tracks) == 1)
+        assert not any(o.has_position for o in h.tracks[0].objects)
+    finally:
+        h.close()
