@@ -49,12 +49,21 @@ def _assert_close_panoptic(got: list[VKNetOutput], ref: list[VKNetOutput], *, mi
         assert err < atol, f"frame {t}: kept things' embeddings differ by {err:.3g}"
 
 
+@pytest.fixture(scope="module")
+def fp32_reference() -> tuple[list[torch.Tensor], list[VKNetOutput]]:
+    """Two frames (the second feeds back the first's kernels) and the fp32 outputs, shared by the autocast
+    cases: autocast on a CPU is slow (fp16 ~10 s a frame on the 2-core VM)."""
+    backend = TorchBackend.from_checkpoint(BUNDLED_MODEL)
+    frames = _inputs(backend)[:2]
+    return frames, _run(backend, frames)
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_autocast_keeps_the_contract_and_the_segmentation(precision: str) -> None:
-    ref_backend = TorchBackend.from_checkpoint(BUNDLED_MODEL)
+def test_autocast_keeps_the_contract_and_the_segmentation(
+        precision: str, fp32_reference: tuple[list[torch.Tensor], list[VKNetOutput]]) -> None:
     backend = TorchBackend.from_checkpoint(BUNDLED_MODEL, precision=precision)
-    frames = _inputs(ref_backend)
-    ref, got = _run(ref_backend, frames), _run(backend, frames)
+    frames, ref = fp32_reference
+    got = _run(backend, frames)
     for out in got:  # every float output is float32, as the contract says, whatever the network ran in
         assert all(t.dtype == torch.float32 for t in out if t.is_floating_point())
     # Reduced precision moves logits by ~1e-2: a few boundary cells may change owner, no segment may vanish.
