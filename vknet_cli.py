@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-bag": ("vknet_ros.eval_bag_cli",
                  "replay a bag offline or through the live node (--through-node) and score STQ / VPQ"),
     "export": ("vknet_model.export_cli", "export a checkpoint to ONNX (+ model.json contract) and check it"),
+    "quantize": ("vknet_ros.quantize_cli",
+                 "quantise an exported model to INT8 (QDQ, calibrated on synthetic streets, a dataset or a bag)"),
     "engine": ("vknet_model.engine_cli",
                "build the TensorRT engine for an exported model ahead of time (cached per GPU/TensorRT version)"),
     "node": ("vknet_ros.node_cli", "run the ROS 2 node (same as `ros2 run vknet_ros vknet_node`)"),

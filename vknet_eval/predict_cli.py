@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from vknet_model.backends import BACKENDS
+from vknet_model.backends import BACKENDS, PRECISIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="prediction root to write")
     parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="auto (as the model file is), fp32, int8 (MODEL.int8.onnx from `vknet quantize`) or bf16")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from vknet_model.pipeline import Pipeline
 
     try:
-        model = resolve_model(args.model, backend=args.backend)
-        pipeline = Pipeline.from_model(model, backend=args.backend, device=args.device)
+        model = resolve_model(args.model, backend=args.backend, prefer_onnx=args.precision == "int8")
+        pipeline = Pipeline.from_model(model, backend=args.backend, device=args.device, precision=args.precision)
         from vknet_data.datasets import kitti_step_sequences
 
         sequences = kitti_step_sequences(args.data, args.split, pipeline.data.label_divisor)

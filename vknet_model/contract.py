@@ -18,6 +18,7 @@ from vknet_model.errors import VKNetError
 
 CONTRACT_FORMAT = "vknet-model-contract"
 CONTRACT_VERSION = 1
+PRECISIONS = ("fp32", "int8")  # of an exported graph (bf16 and fp16 are engine settings, not files)
 
 
 class ContractError(VKNetError, ValueError):
@@ -44,6 +45,10 @@ class ModelContract:
         inputs, outputs: tensor specs in graph order (static shapes).
         onnx_sha256: digest of the ONNX file this contract describes ("" for a torch checkpoint).
         normalization: how the image must look when it enters the graph.
+        precision: "fp32", or "int8" for a graph quantised by ``vknet quantize`` (QDQ nodes; the inputs and
+            outputs keep their types, so the rest of the product does not change).
+        calibration: for int8, what the quantisation was calibrated on (source and frames).
+        fp32_sha256: for int8, the digest of the fp32 export it was quantised from.
     """
 
     config: VKNetConfig
@@ -52,6 +57,9 @@ class ModelContract:
     onnx_sha256: str = ""
     opset: int = 0
     vknet_version: str = __version__
+    precision: str = "fp32"
+    calibration: str = ""
+    fp32_sha256: str = ""
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -80,6 +88,9 @@ class ModelContract:
             "outputs": [asdict(spec) for spec in self.outputs],
             "onnx_sha256": self.onnx_sha256,
             "opset": self.opset,
+            "precision": self.precision,
+            "calibration": self.calibration,
+            "fp32_sha256": self.fp32_sha256,
         }
 
     def save(self, path: str | Path) -> None:
@@ -101,9 +112,14 @@ class ModelContract:
                 onnx_sha256=str(values.get("onnx_sha256", "")),
                 opset=int(values.get("opset", 0)),
                 vknet_version=str(values.get("vknet_version", "?")),
+                precision=str(values.get("precision", "fp32")),  # contracts before int8 existed are fp32
+                calibration=str(values.get("calibration", "")),
+                fp32_sha256=str(values.get("fp32_sha256", "")),
             )
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise ContractError(f"{source}: malformed contract ({exc.__class__.__name__}: {exc})") from exc
+        if contract.precision not in PRECISIONS:
+            raise ContractError(f"{source}: precision {contract.precision!r} is not one of {PRECISIONS}")
         if values_hash(values["config"]) != values.get("config_hash"):
             raise ContractError(f"{source}: config_hash does not match the stored config (file edited by hand?)")
         return contract

@@ -34,7 +34,7 @@ _LOG = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "vknet-engine-cache"
 SIDECAR_VERSION = 1
-PRECISIONS = ("fp16", "fp32")
+PRECISIONS = ("fp16", "fp32", "int8", "int8_fp16")  # int8: a QDQ graph (explicit quantisation)
 _DIGEST_CHARS = 16  # 64 bits: collisions between a user's handful of engines are not a concern
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 _UNSAFE_VERSION_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -59,7 +59,8 @@ class EngineKey:
         gpu_name: ``torch.cuda.get_device_name`` (e.g. "NVIDIA H100 80GB HBM3").
         compute_capability: "major.minor" (e.g. "9.0"); engines are specific to it.
         tensorrt_version: ``tensorrt.__version__`` (e.g. "10.12.0.36"); plans are not portable across versions.
-        precision: "fp16" or "fp32", the precision actually requested from the builder.
+        precision: "fp16" or "fp32", the precision actually requested from the builder; "int8" or "int8_fp16"
+            for a QDQ graph from ``vknet quantize`` (the graph's scales decide what runs in int8).
         input_shapes: (name, shape) per network input, in graph order.
     """
 

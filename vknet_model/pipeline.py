@@ -206,8 +206,9 @@ class Pipeline:
         self._pending_reset = "start"
 
     @classmethod
-    def from_model(cls, model_path: str | Path, *, backend: str = "auto", device: str = "cpu") -> Pipeline:
-        return cls(open_backend(model_path, backend=backend, device=device))
+    def from_model(cls, model_path: str | Path, *, backend: str = "auto", device: str = "cpu",
+                   precision: str = "auto") -> Pipeline:
+        return cls(open_backend(model_path, backend=backend, device=device, precision=precision))
 
     def set_postprocess(self, postprocess: PostprocessConfig) -> None:
         """Change the assembly thresholds from the next frame on (they are a graph input)."""

@@ -14,8 +14,12 @@ the end.
 Without --model a random-weight model of --config is built (and exported for ONNX Runtime), which has the
 cost of a trained one; --model times a real file.
 
+onnxruntime-int8 times the same export quantised by `vknet quantize` (calibrated here on 16 synthetic frames),
+beside fp32 onnxruntime in the same run.
+
 Examples:
   vknet bench --config tiny --json benchmarks/bench_tiny_cpu.json
+  vknet bench --model vknet_model/assets/tiny_synth.pt --backends onnxruntime onnxruntime-int8
   vknet bench --config r50 --frames 50 --backends torch onnxruntime --json benchmarks/bench_r50_cpu.json
 """
 
@@ -37,6 +41,17 @@ from vknet_model.percentile import percentile
 from vknet_ros.node_settings import TORCH_PRECISIONS
 
 STAGES = ("preprocess", "network", "tracker", "postprocess", "messages")
+INT8 = "onnxruntime-int8"  # the fp32 export quantised, on ONNX Runtime
+BENCH_BACKENDS = (*BACKEND_NAMES, INT8)
+
+
+def cpu_flags() -> list[str]:
+    """The CPU features int8 and bf16 speed depends on (VNNI, AMX, AVX-512 BF16), from /proc/cpuinfo."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return []
+    return sorted(f for f in flags if "vnni" in f or f.startswith("amx") or f in ("avx512_bf16", "avx512f", "avx2"))
 
 
 def schedule(backends: list[str], frames: int, warmup: int, block: int) -> list[tuple[str, int, bool]]:
@@ -69,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="random weights of this config: tiny, r18, r50 or a YAML (default tiny)")
     parser.add_argument("--model", type=Path, help="a checkpoint (.pt) to time instead of random weights")
     parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"],
-                        choices=BACKEND_NAMES, help="backends to compare (default both CPU)")
+                        choices=BENCH_BACKENDS, help="backends to compare (default torch and onnxruntime)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--precision", default="fp32", choices=TORCH_PRECISIONS,
                         help="torch backend: autocast precision (default fp32)")
@@ -115,8 +130,26 @@ def _pipelines(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             if not onnx.is_file():
                 print(f"exporting {cfg.model.input_height}x{cfg.model.input_width} ONNX for {name} ...", flush=True)
                 export_onnx(frame_net, cfg, onnx)
-            pipelines[name] = Pipeline(open_backend(onnx, backend=name, device=args.device), panoptic_dtype=np.uint16)
+            if name == INT8:
+                onnx = _quantized(onnx)
+            backend_name = "onnxruntime" if name == INT8 else name
+            pipelines[name] = Pipeline(open_backend(onnx, backend=backend_name, device=args.device),
+                                       panoptic_dtype=np.uint16)
     return pipelines
+
+
+def _quantized(onnx: Path) -> Path:
+    """The int8 version of ``onnx`` (calibrated on 16 frames of synthetic training streets)."""
+    from vknet_data.synth import SynthConfig, SyntheticScene
+    from vknet_data.synth_stream import TRAIN_SCENE_SEED
+    from vknet_model.quantize import int8_path_for, quantize_model
+
+    print("quantising the export to int8 (16 calibration frames) ...", flush=True)
+    cfg = SynthConfig(frames=8)
+    videos = [[SyntheticScene(TRAIN_SCENE_SEED, s, cfg).frame(t)[0] for t in range(8)] for s in range(2)]
+    out = int8_path_for(onnx)
+    quantize_model(onnx, out, videos, calibration="synthetic training streets (vknet bench)")
+    return out
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -170,11 +203,12 @@ def run(args: argparse.Namespace) -> int:
                                                      width=args.width))
     from vknet_model.backends import BackendError
     from vknet_model.checkpoint import CheckpointError
+    from vknet_model.quantize import QuantizeError
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
             pipelines = _pipelines(args, Path(tmp))
-        except (BackendError, CheckpointError) as exc:
+        except (BackendError, CheckpointError, QuantizeError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         times: dict[str, dict[str, list[float]]] = {b: {s: [] for s in (*STAGES, "end_to_end")} for b in pipelines}
@@ -206,11 +240,11 @@ def run(args: argparse.Namespace) -> int:
             "network_ms_p50": stats["network"]["p50"], "end_to_end_ms_p50": stats["end_to_end"]["p50"],
             "stages_ms": stats,
         })
-    print(f"{'backend':<12} " + " ".join(f"{s:>12}" for s in (*STAGES, "end_to_end")) + "   (ms p50 / p90)")
+    print(f"{'backend':<16} " + " ".join(f"{s:>12}" for s in (*STAGES, "end_to_end")) + "   (ms p50 / p90)")
     for row in rows:
         cells = [f"{row['stages_ms'][s]['p50']:6.1f}/{row['stages_ms'][s]['p90']:<5.1f}" if s in row["stages_ms"]
                  else "-" for s in (*STAGES, "end_to_end")]
-        print(f"{row['backend']:<12} " + " ".join(f"{c:>12}" for c in cells))
+        print(f"{row['backend']:<16} " + " ".join(f"{c:>12}" for c in cells))
     result: dict[str, Any] = {
         "machine": f"{platform.node()} {platform.machine()}", "date": time.strftime("%Y-%m-%d"),
         "config": config, "device": args.device, "frames": args.frames, "warmup": args.warmup,
@@ -227,6 +261,12 @@ def run(args: argparse.Namespace) -> int:
         result["onnxruntime_speedup_over_torch"] = ratio
         print(f"onnxruntime vs torch: network {ratio['network_ms_p50']:.2f}x, end to end "
               f"{ratio['end_to_end_ms_p50']:.2f}x faster")
+    if INT8 in by_name and "onnxruntime" in by_name:
+        ratio = {k: by_name["onnxruntime"][k] / by_name[INT8][k] for k in ("network_ms_p50", "end_to_end_ms_p50")}
+        result["int8_speedup_over_fp32_onnxruntime"] = ratio
+        result["cpu_flags"] = cpu_flags()
+        print(f"int8 vs fp32 onnxruntime: network {ratio['network_ms_p50']:.2f}x, end to end "
+              f"{ratio['end_to_end_ms_p50']:.2f}x faster (CPU int8/bf16 flags: {', '.join(cpu_flags()) or 'none'})")
     for row in rows:
         overhead = row["end_to_end_ms_p50"] / row["network_ms_p50"]
         row["end_to_end_over_network"] = overhead

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from vknet_ros.replay import ReplayReport
 
 
-from vknet_model.backends import BACKENDS
+from vknet_model.backends import BACKENDS, PRECISIONS
 from vknet_model.percentile import percentile
 
 
@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-topic", help="camera topic (default: /camera/image_raw or the only image topic)")
     parser.add_argument("--gt-topic", help="ground-truth topic (default /ground_truth/panoptic)")
     parser.add_argument("--backend", default="auto", choices=BACKENDS)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="auto (as the model file is), fp32, int8 (MODEL.int8.onnx from `vknet quantize`) or bf16")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--vpq-stride", type=int, default=1, help="frames between labelled frames (default 1)")
     parser.add_argument("--no-vpq", action="store_true", help="STQ only")
@@ -73,12 +75,13 @@ def run(args: argparse.Namespace) -> int:
     pipeline: Pipeline | None = None
     try:
         # Through the node, the node process loads the model: here only its config is needed.
-        model = resolve_model(args.model, prefer_onnx=args.through_node, backend=args.backend)
+        model = resolve_model(args.model, prefer_onnx=args.through_node or args.precision == "int8",
+                              backend=args.backend)
         if args.through_node:
             config = model_config(model)
             data, reset_gap_s = config.data, config.tracker.reset_gap_s
         else:
-            pipeline = Pipeline.from_model(model, backend=args.backend, device=args.device)
+            pipeline = Pipeline.from_model(model, backend=args.backend, device=args.device, precision=args.precision)
             data, reset_gap_s = pipeline.data, pipeline.tracker_config.reset_gap_s
         reader = BagReader(args.bag, image_topic=args.image_topic, gt_topic=args.gt_topic, reset_gap_s=reset_gap_s)
     except (FileNotFoundError, BackendError, CheckpointError, ConfigError, ContractError, BagError) as exc:
@@ -172,6 +175,6 @@ def _through_node(args: argparse.Namespace, reader: BagReader, model: Path,
         if frame.panoptic is not None:
             _score(frame, frame.panoptic, panoptic, scorer, reader, bad_gt)
 
-    return replay_through_node(reader, model=model, backend=args.backend, device=args.device,
+    return replay_through_node(reader, model=model, backend=args.backend, device=args.device, precision=args.precision,
                                rate_hz=args.rate or None, work_dir=args.work_dir, on_answer=on_answer,
                                progress=not args.no_progress)

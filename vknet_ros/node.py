@@ -100,7 +100,7 @@ def load_pipeline(settings: NodeSettings) -> tuple[Pipeline, str]:
 def _open(model: Path, backend: str, device: str, s: NodeSettings) -> Any:
     from vknet_model.backends import open_backend
 
-    return open_backend(model, backend=backend, device=device, ort_spin_wait=s.ort_spin_wait,
+    return open_backend(model, backend=backend, device=device, ort_spin_wait=s.ort_spin_wait, precision=s.precision,
                         torch_precision=s.torch_precision, cuda_graph=s.cuda_graph)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vknet_model.backends import BACKENDS
+from vknet_model.backends import BACKENDS, PRECISIONS
 from vknet_model.errors import VKNetError
 
 INPUT_QOS = ("auto", "sensor_data", "reliable", "best_effort")
@@ -35,6 +35,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "device": ("auto", "cpu | cuda | cuda:N | auto (cuda when available)"),
     "ort_spin_wait": (False, "ONNX Runtime threads busy-wait between runs: faster alone, slower beside the DDS "
                              "threads on few cores (2-core VM at 15 Hz: p90 77-104 ms on, 43-53 ms off)"),
+    "precision": ("auto", "auto (as the model file is) | fp32 | int8 (MODEL.int8.onnx beside the model, from "
+                          "`vknet quantize`) | bf16 (a checkpoint, on a GPU or a CPU with native bf16); refused with "
+                          "the reason where it cannot be had"),
     "torch_precision": ("fp32", "torch backend (checkpoints): fp32 | fp16 | bf16, the last two through autocast "
                                 "(fp16 is the GPU's); the panoptic assembly stays float32"),
     "cuda_graph": (False, "torch backend on CUDA: record the per-frame forward once as a CUDA graph and replay it"),
@@ -81,6 +84,7 @@ class NodeSettings:
     backend: str
     device: str
     ort_spin_wait: bool
+    precision: str
     torch_precision: str
     cuda_graph: bool
     input_size: tuple[int, int]
@@ -182,7 +186,7 @@ def settings_from_values(values: dict[str, Any]) -> NodeSettings:
         raise SettingsError(f"parameter diagnostics_period_s={period} must be > 0")
     return NodeSettings(
         model=str(v["model"]), backend=_choice("backend", v["backend"], BACKENDS), device=device,
-        ort_spin_wait=bool(v["ort_spin_wait"]),
+        ort_spin_wait=bool(v["ort_spin_wait"]), precision=_choice("precision", v["precision"], PRECISIONS),
         torch_precision=_choice("torch_precision", v["torch_precision"], TORCH_PRECISIONS),
         cuda_graph=bool(v["cuda_graph"]),
         input_size=(size[0], size[1]), cameras=cameras, compressed_input=bool(v["compressed_input"]),

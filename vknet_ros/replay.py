@@ -340,7 +340,7 @@ def _play(reader: FrameSource, player: _Player, node: _NodeProcess, pending: _Pe
 
 
 def replay_through_node(reader: FrameSource, *, model: Path, backend: str = "auto", device: str = "cpu",
-                        rate_hz: float | None = None, work_dir: Path,
+                        precision: str = "auto", rate_hz: float | None = None, work_dir: Path,
                         on_answer: Callable[[BagFrame, np.ndarray | None], None],
                         on_overlay: Callable[[np.ndarray], None] | None = None,
                         answer_timeout_s: float = 60.0, ready_timeout_s: float = READY_TIMEOUT_S,
@@ -358,7 +358,8 @@ def replay_through_node(reader: FrameSource, *, model: Path, backend: str = "aut
     if rate_hz is not None and rate_hz <= 0:
         raise ValueError(f"rate must be positive, got {rate_hz}")
     work_dir.mkdir(parents=True, exist_ok=True)
-    params = {"model": str(model), "backend": backend, "device": device, "input_qos": "reliable",
+    params = {"model": str(model), "backend": backend, "device": device, "precision": precision,
+              "input_qos": "reliable",
               "input_depth": "10", "publish_semantic": str(every_output).lower(),
               "publish_markers": str(every_output).lower(),
               "publish_overlay": str(every_output or on_overlay is not None).lower()}

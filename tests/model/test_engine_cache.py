@@ -110,7 +110,7 @@ def test_digest_changes_with_each_field(field: str, value: Any) -> None:
 
 def test_key_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="precision"):
-        dataclasses.replace(KEY, precision="int8")
+        dataclasses.replace(KEY, precision="int4")
     broken = KEY.to_dict()
     del broken["gpu_name"]
     with pytest.raises(ValueError, match="malformed"):
@@ -392,6 +392,15 @@ def test_enum_name_falls_back_to_str() -> None:
     assert enum_name(Severity()) == "ERROR"
 
 
+def test_a_quantised_graph_gets_an_int8_engine_key() -> None:
+    from vknet_model.backends.tensorrt_backend import engine_precision
+
+    assert engine_precision(True, True, "int8") == "int8_fp16" and engine_precision(False, True, "int8") == "int8"
+    assert engine_precision(True, False, "int8") == "int8"  # TensorRT 11: no FP16 flag
+    assert engine_precision(True, True, "fp32") == "fp16" and engine_precision(False, True, "fp32") == "fp32"
+    assert dataclasses.replace(KEY, precision="int8").precision == "int8"
+
+
 def test_resolve_precision(caplog: pytest.LogCaptureFixture) -> None:
     assert resolve_precision(True, True) == "fp16"
     assert resolve_precision(False, True) == "fp32"
@@ -498,6 +507,16 @@ def test_engine_command_missing_model(tmp_path: Path, capsys: pytest.CaptureFixt
     engine_cli.add_arguments(parser)
     assert engine_cli.run(parser.parse_args(["--onnx", str(tmp_path / "absent.onnx")])) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_engine_int8_needs_the_quantised_graph(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vknet_model.bundled import BUNDLED_ONNX
+
+    parser = argparse.ArgumentParser()
+    engine_cli.add_arguments(parser)
+    assert engine_cli.run(parser.parse_args(["--onnx", str(BUNDLED_ONNX), "--int8"])) == 2
+    err = capsys.readouterr().err
+    assert "tiny_synth.int8.onnx not found" in err and "vknet quantize --model" in err
 
 
 # --- real TensorRT -----------------------------------------------------------------------------------------------

@@ -690,3 +690,30 @@ def test_without_message_filters_depth_is_refused_in_one_line_and_2d_goes_on(
         assert not any(o.has_position for o in h.tracks[0].objects)
     finally:
         h.close()
+
+
+def test_precision_int8_runs_the_quantised_model_beside_the_export(
+        onnx_model: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    from vknet_data.synth import SynthConfig, SyntheticScene
+    from vknet_model.contract import contract_path_for
+    from vknet_model.quantize import int8_path_for, quantize_model
+
+    model = tmp_path / "tiny.onnx"
+    model.write_bytes(onnx_model.read_bytes())
+    contract_path_for(model).write_text(contract_path_for(onnx_model).read_text())
+    refused = VKNetNode(parameter_overrides=[Parameter("model", value=str(model)),
+                                             Parameter("precision", value="int8")])
+    try:
+        assert not refused.cameras and "no int8 model beside" in capfd.readouterr().err  # configure failed, said why
+    finally:
+        refused.destroy_node()
+    quantize_model(model, int8_path_for(model), [[SyntheticScene(1000, 0, SynthConfig(frames=2)).frame(t)[0]
+                                                  for t in range(2)]], calibration="test")
+    h = Harness(model, precision="int8")
+    try:
+        assert h.connected() and h.node.pipeline is not None
+        assert "int8" in h.node.pipeline.backend.describe()
+        h.image_pub.publish(frame_msg(0))
+        assert wait_for(lambda: len(h.panoptic) == 1)
+    finally:
+        h.close()

@@ -12,6 +12,7 @@ import torch
 from vknet_model.backends.base import Backend, BackendError
 from vknet_model.contract import TensorSpec, check_io, load_verified_contract
 from vknet_model.network import VKNetOutput
+from vknet_model.quantize import graph_precision
 
 _LOG = logging.getLogger(__name__)
 _ORT_DTYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(int32)": "int32",
@@ -29,6 +30,10 @@ class OnnxRuntimeBackend(Backend):
         if not onnx_path.is_file():
             raise BackendError(f"ONNX model not found: {onnx_path}")
         self.contract, _ = load_verified_contract(onnx_path)
+        graph = graph_precision(onnx_path)
+        if graph != self.contract.precision:
+            raise BackendError(f"{onnx_path} is an {graph} graph but its contract says {self.contract.precision} "
+                               f"(contract edited by hand?): re-export or re-quantise it")
         available = ort.get_available_providers()
         providers = providers or ["CPUExecutionProvider"]
         unknown = [p for p in providers if p not in available]
@@ -52,6 +57,9 @@ class OnnxRuntimeBackend(Backend):
         self._output_names = [spec.name for spec in self.contract.outputs]
         _LOG.info("onnxruntime session for %s (providers %s, %d threads)", onnx_path,
                   self.session.get_providers(), options.intra_op_num_threads)
+
+    def describe(self) -> str:
+        return super().describe() + (", int8" if self.contract.precision == "int8" else "")
 
     def infer(self, image: torch.Tensor, prev_kernels: torch.Tensor, use_prev: torch.Tensor,
               thresholds: torch.Tensor) -> VKNetOutput:

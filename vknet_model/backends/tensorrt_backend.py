@@ -113,6 +113,14 @@ def resolve_precision(fp16: bool, has_fp16_flag: bool) -> str:
     return "fp16" if fp16 else "fp32"
 
 
+def engine_precision(fp16: bool, has_fp16_flag: bool, graph_precision: str) -> str:
+    """The cache key's precision: :func:`resolve_precision`'s, marked int8 for a quantised (QDQ) graph."""
+    precision = resolve_precision(fp16, has_fp16_flag)
+    if graph_precision == "int8":
+        return "int8_fp16" if precision == "fp16" else "int8"
+    return precision
+
+
 def engine_key_for(contract: ModelContract, onnx_sha256: str, *, gpu_name: str, compute_capability: str,
                    tensorrt_version: str, precision: str) -> EngineKey:
     """The cache key of an engine for ``contract``'s model on one GPU and TensorRT version."""
@@ -357,11 +365,13 @@ def _adapters(trt: ModuleType) -> tuple[type, type]:
     return SinkLogger, ProgressMonitor
 
 
-def build_engine(onnx_path: str | Path, *, fp16: bool, workspace_bytes: int, timing_cache_path: Path | None) -> bytes:
+def build_engine(onnx_path: str | Path, *, fp16: bool, workspace_bytes: int, timing_cache_path: Path | None,
+                 int8: bool = False) -> bytes:
     """Parse ``onnx_path`` and build a serialized TensorRT engine (minutes).
 
     Args:
         fp16: allow fp16 kernels (ignored, with a warning, where ``BuilderFlag.FP16`` no longer exists).
+        int8: the graph is a QDQ int8 one (explicit quantisation: no calibrator; the INT8 flag where it exists).
         workspace_bytes: builder scratch memory limit.
         timing_cache_path: kernel timing cache read before and written after the build (None: no cache).
 
@@ -378,11 +388,11 @@ def build_engine(onnx_path: str | Path, *, fp16: bool, workspace_bytes: int, tim
     trt_logger = logger_cls(sink)
     # The logger must outlive builder, network, parser and config: they live in the callee's frame only.
     return _build(trt, trt_logger, sink, monitor_cls, onnx_path, fp16=fp16, workspace_bytes=workspace_bytes,
-                  timing_cache_path=timing_cache_path)
+                  timing_cache_path=timing_cache_path, int8=int8)
 
 
 def _build(trt: ModuleType, trt_logger: Any, sink: TrtMessageSink, monitor_cls: type, onnx_path: Path, *,
-           fp16: bool, workspace_bytes: int, timing_cache_path: Path | None) -> bytes:
+           fp16: bool, workspace_bytes: int, timing_cache_path: Path | None, int8: bool = False) -> bytes:
     """The body of :func:`build_engine`."""
     builder = trt.Builder(trt_logger)
     network = builder.create_network(0)  # EXPLICIT_BATCH is implied in 10.x and gone in 11.x
@@ -394,6 +404,8 @@ def _build(trt: ModuleType, trt_logger: Any, sink: TrtMessageSink, monitor_cls: 
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
     if resolve_precision(fp16, hasattr(trt.BuilderFlag, "FP16")) == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
+    if int8 and hasattr(trt.BuilderFlag, "INT8"):  # 10.x; 11.x reads int8 from the QDQ graph (strongly typed)
+        config.set_flag(trt.BuilderFlag.INT8)
     if timing_cache_path is not None:
         blob = timing_cache_path.read_bytes() if timing_cache_path.is_file() else b""
         try:
@@ -451,7 +463,7 @@ def prepare_engine(onnx_path: str | Path, *, fp16: bool = True, cache_dir: str |
     contract, sha = load_verified_contract(onnx_path)
     major, minor = torch.cuda.get_device_capability(device)
     gpu_name = torch.cuda.get_device_name(device)
-    precision = resolve_precision(fp16, hasattr(trt.BuilderFlag, "FP16"))
+    precision = engine_precision(fp16, hasattr(trt.BuilderFlag, "FP16"), contract.precision)
     key = engine_key_for(contract, sha, gpu_name=gpu_name, compute_capability=f"{major}.{minor}",
                          tensorrt_version=str(trt.__version__), precision=precision)
     cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -463,8 +475,8 @@ def prepare_engine(onnx_path: str | Path, *, fp16: bool = True, cache_dir: str |
     timing = timing_cache_path(cache_root, gpu_name, key.tensorrt_version)
 
     def build() -> bytes:
-        return build_engine(onnx_path, fp16=precision == "fp16", workspace_bytes=workspace_bytes,
-                            timing_cache_path=timing)
+        return build_engine(onnx_path, fp16=precision.endswith("fp16"), workspace_bytes=workspace_bytes,
+                            timing_cache_path=timing, int8=contract.precision == "int8")
 
     try:
         with torch.cuda.device(device):  # TensorRT builds for the current CUDA device
