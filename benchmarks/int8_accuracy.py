@@ -8,8 +8,9 @@ and the share of fp32's tracked things that the int8 model tracks with the same 
 matched by mask IoU >= 0.5, ids compared up to renaming) and with the very same id. The op set shipped
 (vknet_model.quantize.QUANTIZED_OP_TYPES) was chosen from this table.
 
-Usage: python benchmarks/int8_accuracy.py [--sequences 10] [--frames 20] [--calib-frames 32]
-       [--op-sets Conv Conv,MatMul] [--model M.onnx] [--json benchmarks/int8_accuracy.json]
+Usage: python benchmarks/int8_accuracy.py [--sequences 10] [--frames 20] [--calib-frames 64]
+       [--op-sets Conv Conv,MatMul] [--methods minmax percentile] [--model M.onnx]
+       [--json benchmarks/int8_accuracy.json]
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 
-def run(model: Path, op_sets: list[list[str]], sequences: int, frames: int, calib_frames: int) -> dict[str, Any]:
+def run(model: Path, op_sets: list[list[str]], sequences: int, frames: int, calib_frames: int,
+        methods: list[str]) -> dict[str, Any]:
     from tqdm import tqdm
 
     from vknet_data.synth import SynthConfig, SyntheticScene
@@ -38,13 +40,14 @@ def run(model: Path, op_sets: list[list[str]], sequences: int, frames: int, cali
     models = {"fp32": model}
     calib_cfg = SynthConfig(frames=8)
     for ops in op_sets:
-        name = "int8 " + "+".join(ops)
-        out = work / f"{'_'.join(ops)}.int8.onnx"
-        scenes = [[SyntheticScene(TRAIN_SCENE_SEED, s, calib_cfg).frame(t)[0] for t in range(8)]
-                  for s in range((calib_frames + 7) // 8)]
-        quantize_model(model, out, scenes, calibration="synthetic training streets", op_types=ops)
-        assert not float_ops_left(out, ops)
-        models[name] = out
+        for method in methods:
+            name = "int8 " + "+".join(ops) + f" {method}"
+            out = work / f"{'_'.join(ops)}_{method}.int8.onnx"
+            scenes = [[SyntheticScene(TRAIN_SCENE_SEED, s, calib_cfg).frame(t)[0] for t in range(8)]
+                      for s in range((calib_frames + 7) // 8)]
+            quantize_model(model, out, scenes, calibration="synthetic training streets", op_types=ops, method=method)
+            assert not float_ops_left(out, ops)
+            models[name] = out
     cfg = SynthConfig(frames=frames)
     scenes_eval = [SyntheticScene(0, 1000 + i, cfg) for i in range(sequences)]
     results: dict[str, list[Any]] = {}
@@ -80,20 +83,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="node types to quantise, one comma-separated set per int8 model")
     parser.add_argument("--sequences", type=int, default=10)
     parser.add_argument("--frames", type=int, default=20)
-    parser.add_argument("--calib-frames", type=int, default=32)
+    parser.add_argument("--calib-frames", type=int, default=64)
+    parser.add_argument("--methods", nargs="+", default=["percentile"], help="calibration methods: percentile, minmax")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/int8_accuracy.json"))
     args = parser.parse_args(argv)
     from vknet_model.bundled import BUNDLED_ONNX
 
     model = args.model or BUNDLED_ONNX
-    scores = run(model, [s.split(",") for s in args.op_sets], args.sequences, args.frames, args.calib_frames)
+    scores = run(model, [s.split(",") for s in args.op_sets], args.sequences, args.frames, args.calib_frames,
+                 args.methods)
     columns = ("STQ", "STQ_drop", "class_cells_equal_pct", "panoptic_cells_equal_pct", "track_identity_kept_pct",
                "track_ids_equal_pct")
     print(f"\n{'model':18s} " + " ".join(f"{c.removesuffix('_pct'):>24s}" for c in columns))
     for name, row in scores.items():
         print(f"{name:18s} " + " ".join(f"{row.get(c, float('nan')):>24.4f}" for c in columns))
     record = {"cpu": platform.processor() or platform.machine(), "model": str(model), "sequences": args.sequences,
-              "frames": args.frames, "calib_frames": args.calib_frames, "scores": scores}
+              "frames": args.frames, "calib_frames": args.calib_frames, "methods": args.methods, "scores": scores}
     args.json.write_text(json.dumps(record, indent=2) + "\n")
     print(f"written to {args.json}")
     return 0

@@ -11,7 +11,7 @@ the generator's training seed, never the evaluation sequences. Writes MODEL.int8
 vknet_model/quantize.py.)
 
 Examples:
-  vknet quantize --model deploy/r50.onnx                                  # synthetic calibration, 32 frames
+  vknet quantize --model deploy/r50.onnx                                  # synthetic calibration, 64 frames
   vknet quantize --model deploy/r50.onnx --calib data/kitti_step --split train --frames 64
   vknet quantize --model deploy/r50.onnx --calib bags/drive5 --out deploy/r50_drive5.int8.onnx
 """
@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib", default="synthetic",
                         help="calibration data: synthetic (default), a KITTI-STEP-layout folder, or a bag")
     parser.add_argument("--split", default="train", help="split of a KITTI-STEP folder (default train)")
-    parser.add_argument("--frames", type=int, default=32, help="calibration frames (default 32)")
+    parser.add_argument("--frames", type=int, default=64, help="calibration frames (default 64)")
+    parser.add_argument("--method", default="percentile", choices=("percentile", "minmax"),
+                        help="activation ranges: the calibration frames' 99.999th percentile (default) or min-max")
     parser.add_argument("--out", type=Path, help="output .onnx (default: MODEL.int8.onnx beside the model)")
 
 
@@ -108,9 +110,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise QuantizeError(f"--calib {args.calib}: no such folder or bag (or use 'synthetic')")
         with tqdm(total=args.frames, unit="frame", desc="calibration") as bar:
-            quantized = quantize_model(model, out, source, calibration=what, on_frame=bar.update)
+            quantized = quantize_model(model, out, source, calibration=what, method=args.method, on_frame=bar.update)
     except (QuantizeError, ContractError, DatasetError, FileNotFoundError, ValueError) as exc:
         print(f"vknet quantize: {exc}", file=sys.stderr)
+        return 2
+    except PermissionError as exc:  # e.g. beside the bundled model in a read-only installation
+        print(f"vknet quantize: cannot write {exc.filename}: choose a writable --out", file=sys.stderr)
         return 2
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and {contract_path_for(out)}: precision "
           f"{quantized.precision}, calibrated on {quantized.calibration}")

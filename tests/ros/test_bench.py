@@ -160,3 +160,13 @@ def test_three_cameras_cost_little_more_memory_than_one(tmp_path: Path) -> None:
     assert (one["cameras"], three["cameras"]) == (1, 3)
     assert one["rows"][0]["worst_drop_fraction"] == three["rows"][0]["worst_drop_fraction"] == 0.0
     assert one["rss_mb"] > 100 and three["rss_ratio_to_first"] < 1.3, (one["rss_mb"], three["rss_mb"])
+
+
+def test_bench_times_int8_beside_fp32_onnxruntime(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--config", "tiny", "--backends", "onnxruntime", "onnxruntime-int8", "--frames", "10",
+                 "--warmup", "1", "--height", "120", "--width", "400", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    rows = {row["backend"]: row for row in data["results"]}
+    assert set(rows) == {"onnxruntime", "onnxruntime-int8"} and "int8" in rows["onnxruntime-int8"]["describe"]
+    assert data["int8_speedup_over_fp32_onnxruntime"]["network_ms_p50"] > 0 and isinstance(data["cpu_flags"], list)
