@@ -10,8 +10,9 @@ with percentile ranges 96.1 % and no STQ (64 calibration frames, ``benchmarks/in
 Which node types are quantised was decided by measurement on the bundled model (``benchmarks/int8_accuracy.py``,
 figures in ``benchmarks/RESULTS.md``): the convolutions (57 % of the fp32 forward) are; the kernel update's
 MatMuls (a few per cent of the time) are not: their outputs are the kernels the tracker compares frame to
-frame and the next frame's input, and quantising them too cost 0.030 STQ against 0.006 (min-max ranges); everything after the logits (the panoptic assembly: argmax,
-comparisons, gathers) and the normalisations stay float, as ONNX Runtime leaves any op not listed. The
+frame and the next frame's input, and quantising them too cost 0.030 STQ against 0.006 (min-max ranges);
+everything after the logits (the panoptic assembly: argmax, comparisons, gathers) and the normalisations
+stay float, as ONNX Runtime leaves any op not listed. The
 graph's inputs and outputs keep their types, so the contract's I/O, the pipeline and every backend are
 unchanged; the contract gains ``precision``, ``calibration`` and ``fp32_sha256``.
 """

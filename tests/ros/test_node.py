@@ -627,22 +627,24 @@ def test_the_readme_topic_table_is_what_the_node_advertises(onnx_model: Path, co
 
     if depth and not depth_input.available():
         pytest.skip("message_filters is not installed: the node has no depth topics (make ros-kit)")
-    node = VKNetNode(namespace="/cam_ns", parameter_overrides=[
+    # A namespace per case: the graph may still list the previous case's node for a moment after it is gone.
+    ns = f"/readme_{'compressed' if compressed else 'depth' if depth else 'raw'}"
+    node = VKNetNode(namespace=ns, parameter_overrides=[
         Parameter("model", value=str(onnx_model)), Parameter("compressed_input", value=compressed),
         Parameter("depth", value=depth)])
     try:
         def graph(entries: list[tuple[str, list[str]]], direction: str) -> dict[tuple[str, str], str]:
             out = {}
             for name, kinds in entries:
-                if name in ("/rosout", "/parameter_events", "/cam_ns/vknet/transition_event"):
+                if name in ("/rosout", "/parameter_events", f"{ns}/vknet/transition_event"):
                     continue  # every rclpy lifecycle node has these
-                relative = "~/" + name.removeprefix("/cam_ns/vknet/") if name.startswith("/cam_ns/vknet/") else (
-                    name.removeprefix("/cam_ns/") if name.startswith("/cam_ns/") else name)
+                relative = "~/" + name.removeprefix(f"{ns}/vknet/") if name.startswith(f"{ns}/vknet/") else (
+                    name.removeprefix(f"{ns}/") if name.startswith(f"{ns}/") else name)
                 out[(relative, direction)] = kinds[0]
             return out
 
-        advertised = graph(node.get_publisher_names_and_types_by_node("vknet", "/cam_ns"), "out")
-        advertised |= graph(node.get_subscriber_names_and_types_by_node("vknet", "/cam_ns"), "in")
+        advertised = graph(node.get_publisher_names_and_types_by_node("vknet", ns), "out")
+        advertised |= graph(node.get_subscriber_names_and_types_by_node("vknet", ns), "in")
         expected = {key: kind for key, kind in _readme_topics(depth).items()
                     if key[0] != ("image" if compressed else "image/compressed")
                     and (vision_messages.available() or not kind.startswith("vision_msgs/"))}
