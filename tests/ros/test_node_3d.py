@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import rclpy
 
 from tests.ros.node_client import NodeClient, camera_info, depth_msg, header, wait_for
 from vknet_data.synth import SynthConfig, SyntheticScene
@@ -17,19 +16,15 @@ from vknet_eval.placement import PlacementScorer, PredictedThing
 from vknet_ros import depth_input, vision_messages
 from vknet_ros.conversions import image_msg_to_labels
 
-pytestmark = pytest.mark.skipif(not depth_input.available(),
-                                reason="message_filters is not installed (make ros-kit installs it)")
+pytestmark = [pytest.mark.skipif(not depth_input.available(),
+                                 reason="message_filters is not installed (make ros-kit installs it)"),
+              pytest.mark.usefixtures("rclpy_context")]
 
 FPS = 10.0
 CFG = SynthConfig(frames=12)
 K = (CFG.focal, CFG.focal, CFG.width / 2, CFG.height / 2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ros() -> Iterator[None]:
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")

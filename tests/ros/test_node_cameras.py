@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 
 from tests.ros.node_client import RELIABLE, NodeClient, header, wait_for
@@ -16,11 +15,7 @@ CAMERAS = ("front", "left", "right")
 CFG = SynthConfig(frames=8, height=188, width=621)  # half KITTI size: the network input is the model's anyway
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ros() -> Iterator[None]:
-    rclpy.init()
-    yield
-    rclpy.shutdown()
+pytestmark = pytest.mark.usefixtures("rclpy_context")
 
 
 @pytest.fixture(scope="module")
