@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import frame, pid
 
+from tests.conftest import frame, pid
 from vknet_eval.metrics import VPQuality
 
 ROAD, SKY, PERSON, CAR, VOID = 0, 10, 11, 13, 255

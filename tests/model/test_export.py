@@ -9,9 +9,9 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from conftest import moving_square_frame
 from onnx import helper
 
+from tests.conftest import moving_square_frame
 from vknet_model.backends import BackendError, open_backend
 from vknet_model.backends.onnxruntime_backend import OnnxRuntimeBackend
 from vknet_model.checkpoint import save_checkpoint

@@ -96,7 +96,7 @@ def test_demo_runs_through_the_node_and_ends_with_the_summary_line(tmp_path: Pat
 
 @pytest.mark.slow
 def test_demo_on_a_video_file_writes_an_overlay_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from conftest import moving_square_frame
+    from tests.conftest import moving_square_frame
 
     video = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 25.0, (320, 96))

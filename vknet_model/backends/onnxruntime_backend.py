@@ -30,10 +30,6 @@ class OnnxRuntimeBackend(Backend):
         if not onnx_path.is_file():
             raise BackendError(f"ONNX model not found: {onnx_path}")
         self.contract, _ = load_verified_contract(onnx_path)
-        graph = graph_precision(onnx_path)
-        if graph != self.contract.precision:
-            raise BackendError(f"{onnx_path} is an {graph} graph but its contract says {self.contract.precision} "
-                               f"(contract edited by hand?): re-export or re-quantise it")
         available = ort.get_available_providers()
         providers = providers or ["CPUExecutionProvider"]
         unknown = [p for p in providers if p not in available]
@@ -50,6 +46,10 @@ class OnnxRuntimeBackend(Backend):
             self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises its own exception classes for every kind of bad file
             raise BackendError(f"ONNX Runtime cannot load {onnx_path}: {exc}") from exc
+        graph = graph_precision(onnx_path)  # a file ONNX Runtime loaded parses
+        if graph != self.contract.precision:
+            raise BackendError(f"{onnx_path} is an {graph} graph but its contract says {self.contract.precision} "
+                               f"(contract edited by hand?): re-export or re-quantise it")
         self.device = torch.device("cuda" if providers[0] == "CUDAExecutionProvider" else "cpu")
         io = [[TensorSpec(v.name, tuple(v.shape), _ORT_DTYPES.get(v.type, v.type)) for v in values]
               for values in (self.session.get_inputs(), self.session.get_outputs())]
