@@ -25,7 +25,7 @@ FPS = 10.0  # KITTI's frame rate: the stamps the frames get
 def run(sequences: int, frames: int) -> dict[str, object]:
     from tqdm import tqdm
 
-    from vknet_data.synth import SynthConfig, SyntheticScene
+    from vknet_data.synth import SynthConfig, SyntheticScene, depth_to_png_mm
     from vknet_eval.placement import PlacementScorer, PredictedThing
     from vknet_model.backends import open_backend
     from vknet_model.bundled import BUNDLED_ONNX
@@ -46,7 +46,7 @@ def run(sequences: int, frames: int) -> dict[str, object]:
             for t in range(frames):
                 image, gt_panoptic, gt_depth = scene.frame_with_depth(t)
                 # What a depth camera sends: millimetres in 16 bits, 0 where there is no depth (the sky).
-                millimetres = np.nan_to_num(np.rint(gt_depth * 1000), nan=0).astype(np.uint16)
+                millimetres = depth_to_png_mm(gt_depth)
                 result = pipeline.step(image, stamp=t / FPS, frame_id="camera")
                 start = time.perf_counter()
                 placed = placer.step(result.panoptic,

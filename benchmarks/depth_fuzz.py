@@ -57,7 +57,9 @@ class Maker:
         self.depth_m = depth_m  # the street's true depth (metres, NaN sky)
 
     def millimetres(self, depth: np.ndarray) -> np.ndarray:
-        return np.nan_to_num(np.rint(depth * 1000), nan=0).astype("<u2")
+        from vknet_data.synth import depth_to_png_mm
+
+        return depth_to_png_mm(depth).astype("<u2")
 
     def case(self, header: Any) -> Case:
         from std_msgs.msg import Header

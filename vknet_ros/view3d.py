@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from std_msgs.msg import Header
 
-    from vknet_data.synth import SynthConfig, SyntheticScene
+    from vknet_data.synth import SynthConfig, SyntheticScene, depth_to_png_mm
     from vknet_model.bundled import resolve_model
     from vknet_model.depth3d import Placer, depth_in_metres
     from vknet_model.pipeline import Pipeline
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     pictures = []
     for t in range(args.frames):
         image, _, depth = scene.frame_with_depth(t)
-        millimetres = np.nan_to_num(np.rint(depth * 1000), nan=0).astype(np.uint16)
+        millimetres = depth_to_png_mm(depth)  # what a depth camera sends
         result = pipeline.step(image, stamp=t / 10.0, frame_id="camera")
         placed = placer.step(result.panoptic, [(o.track_id, o.class_id * pipeline.label_divisor + o.instance, o.box)
                                                for o in result.objects],

@@ -14,6 +14,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from vknet_data.synth import depth_to_png_mm
 from vknet_ros.conversions import rgb_to_image_msg
 from vknet_ros.msg import TrackedObjectArray
 from vknet_ros.node import VKNetNode
@@ -45,10 +46,7 @@ def camera_info(h: Header, width: int, height: int, k: tuple[float, float, float
 
 def depth_msg(depth_m: np.ndarray, h: Header, encoding: str = "16UC1") -> Image:
     """A depth image as cameras send it: 16UC1 millimetres with 0 for no depth, or 32FC1 metres with NaN."""
-    if encoding == "16UC1":
-        values = np.nan_to_num(np.rint(depth_m * 1000), nan=0).astype("<u2")
-    else:
-        values = depth_m.astype("<f4")
+    values = depth_to_png_mm(depth_m).astype("<u2") if encoding == "16UC1" else depth_m.astype("<f4")
     height, width = values.shape
     return Image(header=h, height=height, width=width, encoding=encoding, is_bigendian=0,
                  step=width * values.itemsize, data=values.tobytes())
