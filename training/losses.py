@@ -71,9 +71,11 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, *, alpha: fl
                        gamma: float = 2.0) -> torch.Tensor:
     """Element-wise sigmoid focal loss (RetinaNet; mmdet's ``py_sigmoid_focal_loss``), no reduction.
 
-    With ``p = sigmoid(x)``, ``t`` in {0, 1}:
-    ``FL = (alpha t + (1 - alpha)(1 - t)) * ((1 - p) t + p (1 - t))^gamma * BCE(x, t)``,
-    ``BCE(x, t) = -t log p - (1 - t) log(1 - p)`` (computed from logits, stable for any x).
+    With ``p = sigmoid(x)`` and a target ``t`` in [0, 1]:
+    ``FL = a(t) * |t - p|^gamma * BCE(x, t)``, ``a(t) = alpha`` where ``t > 0`` else ``1 - alpha``,
+    ``BCE(x, t) = -t log p - (1 - t) log(1 - p)`` (computed from logits, stable for any x). For t in {0, 1}
+    this is exactly RetinaNet's focal loss; a soft t (a positive's mask IoU, ``train.cls_target: iou``) makes
+    it the quality focal loss of GFL (Li et al. 2020), which is minimal at ``p = t``.
 
     Args:
         logits: float [...].
@@ -88,8 +90,22 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, *, alpha: fl
     t = targets.float()
     p = x.sigmoid()
     bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
-    one_minus_pt = (1.0 - p) * t + p * (1.0 - t)
-    return (alpha * t + (1.0 - alpha) * (1.0 - t)) * one_minus_pt.pow(gamma) * bce
+    weight = torch.where(t > 0, alpha, 1.0 - alpha)
+    return weight * (t - p).abs().pow(gamma) * bce
+
+
+def mask_iou(mask_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """IoU of each predicted mask (sigmoid > 0.5) with its target (>= 0.5), float32 [M]; 0 when both are empty.
+
+    Args:
+        mask_logits: float [M, ...].
+        targets: bool/float [M, ...] (soft area fractions are binarised at one half).
+    """
+    pred = mask_logits.flatten(1) > 0.0
+    gt = targets.flatten(1) >= 0.5
+    inter = (pred & gt).sum(1).float()
+    union = (pred | gt).sum(1).float()
+    return inter / union.clamp(min=1.0)
 
 
 def dice_loss(mask_logits: torch.Tensor, targets: torch.Tensor, *, eps: float = DICE_EPS) -> torch.Tensor:
@@ -381,7 +397,7 @@ class VideoKNetCriterion(nn.Module):
                  focal_alpha: float = 0.25, focal_gamma: float = 2.0, match_previous_stage: bool = True,
                  stage_reduction: Literal["sum", "mean"] = "sum", cost_focal: float = 2.0, cost_dice: float = 4.0,
                  cost_mask_bce: float = 1.0, track_pos_margin: float = 0.0, track_neg_margin: float = 0.1,
-                 track_neg_pos_ub: int = 3, upsample: int = 1) -> None:
+                 track_neg_pos_ub: int = 3, upsample: int = 1, cls_target: Literal["binary", "iou"] = "binary") -> None:
         """
         Args:
             num_proposals: N_p thing proposals (the first N_p kernels).
@@ -396,6 +412,7 @@ class VideoKNetCriterion(nn.Module):
                 from the loss weights so that re-weighting a loss does not silently change the assignment.
             track_pos_margin, track_neg_margin, track_neg_pos_ub: :func:`cosine_l2_loss` parameters.
             upsample: factor from the network's mask resolution to the loss resolution (stride 8 -> 4: 2).
+            cls_target: a matched thing's class target: "binary" (1, K-Net) or "iou" (its mask IoU).
         """
         super().__init__()
         if not 0 < num_thing_classes < num_classes:
@@ -420,6 +437,9 @@ class VideoKNetCriterion(nn.Module):
         if upsample < 1:
             raise ValueError(f"upsample must be >= 1, got {upsample}")
         self.upsample = upsample
+        if cls_target not in ("binary", "iou"):
+            raise ValueError(f"cls_target must be 'binary' or 'iou', got {cls_target!r}")
+        self.cls_target = cls_target
 
     # -- matching ---------------------------------------------------------------------------------------------
 
@@ -471,12 +491,14 @@ class VideoKNetCriterion(nn.Module):
         denom = max(count, 1)
         return torch.stack(bce).sum() / denom, torch.stack(dice).sum() / denom
 
-    def _focal_term(self, cls_logits: torch.Tensor, matches: list[Matching],
-                    targets: list[FrameTargets]) -> torch.Tensor:
+    def _focal_term(self, cls_logits: torch.Tensor, matches: list[Matching], targets: list[FrameTargets],
+                    mask_logits: torch.Tensor) -> torch.Tensor:
         """Batch-normalised focal loss of one update stage (sum over weighted elements / number of positives).
 
-        Thing proposals: weight on the T thing classes only, target one-hot at the matched instance's class
-        (all zero when unmatched). Stuff kernel i: weight on class T + i only, target 1 iff present.
+        Thing proposals: weight on the T thing classes only, target at the matched instance's class (all zero
+        when unmatched): 1, or with ``cls_target="iou"`` the IoU of the kernel's own mask of this stage with
+        the instance (detached), so that a thing's score ranks how well its mask fits. Stuff kernel i: weight
+        on class T + i only, target 1 iff present.
         """
         n_p, n_t = self.num_proposals, self.num_thing_classes
         weight = torch.zeros(cls_logits.shape[1:], device=cls_logits.device)           # [N, K]
@@ -486,7 +508,11 @@ class VideoKNetCriterion(nn.Module):
         losses, num_pos = [], 0
         for b, (m, t) in enumerate(zip(matches, targets, strict=True)):
             target = torch.zeros_like(weight)
-            target[m[0], t.thing_labels[m[1]]] = 1.0
+            if self.cls_target == "iou":
+                quality = mask_iou(mask_logits[b, m[0]].detach(), t.thing_masks[m[1]])
+            else:
+                quality = torch.ones(m[0].shape, device=weight.device)
+            target[m[0], t.thing_labels[m[1]]] = quality
             present = t.stuff_present
             target[n_p + stuff, n_t + stuff] = present.float()
             losses.append((sigmoid_focal_loss(cls_logits[b], target, alpha=self.focal_alpha,
@@ -526,7 +552,8 @@ class VideoKNetCriterion(nn.Module):
         for s in range(1, num_stages + 1):
             matches = own[s - 1] if self.match_previous_stage else own[s]
             bce, dice = self._mask_terms(out.mask_logits[s], matches, targets)
-            terms[f"s{s}_focal"] = scale * w.focal * self._focal_term(out.cls_logits[s - 1], matches, targets)
+            terms[f"s{s}_focal"] = scale * w.focal * self._focal_term(out.cls_logits[s - 1], matches, targets,
+                                                                      out.mask_logits[s])
             terms[f"s{s}_bce"] = scale * w.mask_bce * bce
             terms[f"s{s}_dice"] = scale * w.dice * dice
         return terms, own[num_stages]

@@ -205,6 +205,7 @@ class TrainConfig:
     input_scale: float = 1.0          # resize applied before the random scale (1.0: native scale, as inferred)
     scale_range: tuple[float, ...] = (0.5, 2.0)
     loss_stride: int = 4              # mask and semantic logits are upsampled to this stride for losses/matching
+    cls_target: str = "binary"        # a matched thing's class target: 1 (K-Net), or "iou": its mask's IoU
     loss: LossWeights = field(default_factory=LossWeights)
     flip: bool = True
     amp: bool = True                  # mixed precision on CUDA (ignored on CPU)
@@ -223,6 +224,8 @@ class TrainConfig:
             raise ConfigError(f"train.lr_steps must be increasing positive iterations, got {list(self.lr_steps)}")
         if self.batch_size < 1 or self.iters < 1:
             raise ConfigError("train.batch_size and train.iters must be >= 1")
+        if self.cls_target not in ("binary", "iou"):
+            raise ConfigError(f"train.cls_target must be 'binary' or 'iou', got {self.cls_target!r}")
         if self.loss_stride not in (1, 2, 4, 8):
             raise ConfigError(f"train.loss_stride must be 1, 2, 4 or 8, got {self.loss_stride}")
 

@@ -43,6 +43,7 @@ def test_unknown_section_is_an_error() -> None:
     ({"model": {"backbone_depth": 101}}, "18, 34 or 50"),
     ({"model": {"input_height": 100}}, "multiple of 32"),
     ({"data": {"void_id": 3}}, "collides"),
+    ({"train": {"cls_target": "soft"}}, "train.cls_target must be 'binary' or 'iou'"),
 ])
 def test_bad_values_are_rejected(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

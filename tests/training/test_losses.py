@@ -17,6 +17,7 @@ from training.losses import (
     cosine_l2_loss,
     dice_loss,
     mask_bce_loss,
+    mask_iou,
     multi_positive_ce_loss,
     rank_loss,
     rank_targets,
@@ -51,6 +52,25 @@ def test_sigmoid_focal_loss_hand_values() -> None:
     assert_close(sigmoid_focal_loss(_t(0.0, 2.0, -1.0), _t(1.0, 0.0, 1.0)), expected)
     # gamma 0, alpha 0.5 is half the BCE
     assert_close(sigmoid_focal_loss(_t(0.0), _t(1.0), alpha=0.5, gamma=0.0), _t(0.5 * math.log(2.0)))
+
+
+def test_focal_loss_with_a_soft_target_is_the_quality_focal_loss() -> None:
+    # t = 0.6, x = 0: a(t) = alpha (a positive), |t - p|^2 = 0.01, BCE = ln 2
+    assert_close(sigmoid_focal_loss(_t(0.0), _t(0.6)), _t(0.25 * 0.01 * math.log(2.0)))
+    # minimal (zero gradient) where p = t, unlike a binary target
+    x = torch.tensor([math.log(0.6 / 0.4)], requires_grad=True)
+    sigmoid_focal_loss(x, _t(0.6)).sum().backward()
+    assert x.grad is not None and abs(float(x.grad[0])) < 1e-6
+    x1 = torch.tensor([0.0], requires_grad=True)
+    sigmoid_focal_loss(x1, _t(1.0)).sum().backward()
+    assert x1.grad is not None and float(x1.grad[0]) < -1e-3                   # a binary target still pulls up
+
+
+def test_mask_iou_hand_values() -> None:
+    logits = torch.tensor([[1.0, 1.0, -1.0, -1.0], [-1.0, -1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0]])
+    targets = torch.tensor([[1.0, 0.6, 0.4, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    assert_close(mask_iou(logits, targets), _t(1.0, 0.0, 0.0))     # soft targets binarised at 0.5; empty: 0
+    assert_close(mask_iou(logits[:1], torch.tensor([[1.0, 0.0, 1.0, 0.0]])), _t(1 / 3))
 
 
 def test_dice_loss_hand_values() -> None:
@@ -231,6 +251,23 @@ def test_criterion_hand_case(previous: bool) -> None:
     assert parts["s1_focal"] == pytest.approx(2 * float(focal))
     assert parts["total"] == pytest.approx(float(total))
     assert float(total) == pytest.approx(sum(v for k, v in parts.items() if k != "total"), rel=1e-6)
+
+
+@pytest.mark.parametrize("previous", [True, False])
+def test_criterion_iou_class_target(previous: bool) -> None:
+    """With cls_target="iou" the matched proposal's class target is its own stage mask's IoU with the car:
+    0 for proposal 1 (matched on the initial masks, its stage mask is on the road pixel), 1 for proposal 0."""
+    out, t = _hand_case()
+    _, parts = _criterion(match_previous_stage=previous, cls_target="iou")(out, out, [t], [t])
+    cls = out.cls_logits[0][0]
+    p, quality = (1, 0.0) if previous else (0, 1.0)
+    focal = (sigmoid_focal_loss(cls[p, 0], torch.tensor(quality)) + sigmoid_focal_loss(cls[1 - p, 0], torch.tensor(0.0))
+             + sigmoid_focal_loss(cls[2, 1], torch.tensor(1.0))) / 2
+    assert parts["s1_focal"] == pytest.approx(2 * float(focal))
+    _, binary = _criterion(match_previous_stage=previous)(out, out, [t], [t])
+    assert (parts["s1_focal"] == pytest.approx(binary["s1_focal"])) == (not previous)
+    with pytest.raises(ValueError, match="cls_target"):
+        _criterion(cls_target="soft")
 
 
 def test_criterion_stage_mean_and_empty_frame() -> None:
