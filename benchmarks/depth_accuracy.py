@@ -49,10 +49,7 @@ def run(sequences: int, frames: int) -> dict[str, object]:
                 millimetres = depth_to_png_mm(gt_depth)
                 result = pipeline.step(image, stamp=t / FPS, frame_id="camera")
                 start = time.perf_counter()
-                placed = placer.step(result.panoptic,
-                                     [(o.track_id, o.class_id * 1000 + o.instance, o.box) for o in result.objects],
-                                     depth_in_metres(millimetres, "16UC1"), k, t / FPS,
-                                     reset=bool(result.reset_reason))
+                placed = placer.place_frame(result, depth_in_metres(millimetres, "16UC1"), k, t / FPS)
                 place_ms.append(1e3 * (time.perf_counter() - start))
                 by_track = {p.track_id: p for p in placed}
                 things = []

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from vknet_model.pipeline import FrameResult
 
 Intrinsics = tuple[float, float, float, float]  # fx, fy, cx, cy in pixels
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
@@ -173,6 +177,15 @@ class Placer:
         self.label_divisor = label_divisor
         self.erosion_px, self.min_pixels = erosion_px, min_pixels
         self.motion = MotionFilter()
+
+    def objects(self, result: FrameResult) -> list[tuple[int, int, Box | None]]:
+        """(track id, panoptic id, box) of a pipeline frame's tracked things: what :meth:`step` places."""
+        return [(o.track_id, o.class_id * self.label_divisor + o.instance, o.box) for o in result.objects]
+
+    def place_frame(self, result: FrameResult, depth_m: np.ndarray, k: Intrinsics,
+                    stamp_s: float) -> list[TrackPlacement]:
+        """:meth:`step` on a pipeline frame: its panoptic map, its tracked things, and its reset."""
+        return self.step(result.panoptic, self.objects(result), depth_m, k, stamp_s, reset=bool(result.reset_reason))
 
     def step(self, panoptic: np.ndarray, objects: Sequence[tuple[int, int, Box | None]], depth_m: np.ndarray,
              k: Intrinsics, stamp_s: float, reset: bool = False) -> list[TrackPlacement]:

@@ -263,8 +263,7 @@ class Camera:
         counted under its reason and keeps its last velocity."""
         assert self.placer is not None and self.pairing is not None
         height, width = size
-        divisor = self.pipeline.label_divisor
-        objects = [(o.track_id, o.class_id * divisor + o.instance, o.box) for o in result.objects]
+        objects = self.placer.objects(result)
         depth_msg = self.pairing.take(depth_input.stamp_ns(msg), self.settings.depth_wait_s)
         colour_k = self.intrinsics[0] if self.intrinsics is not None and self.intrinsics[1] == (width, height) else None
         reason, depth = "", None
@@ -296,7 +295,7 @@ class Camera:
                 self.placer.motion.reset()
             self.unplaced[reason or "no_depth"] += len(objects)
             return {t: TrackPlacement(t, None, self.placer.motion.velocity(t)) for t, _, _ in objects}
-        placed = self.placer.step(result.panoptic, objects, depth, colour_k, stamp, reset=bool(result.reset_reason))
+        placed = self.placer.place_frame(result, depth, colour_k, stamp)
         self.unplaced["few_depth_pixels"] += sum(p.placement is None for p in placed)
         self.counters["placed"] += sum(p.placement is not None for p in placed)
         return {p.track_id: p for p in placed}

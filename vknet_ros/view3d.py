@@ -56,9 +56,7 @@ def run(args: argparse.Namespace) -> int:
         image, _, depth = scene.frame_with_depth(t)
         millimetres = depth_to_png_mm(depth)  # what a depth camera sends
         result = pipeline.step(image, stamp=t / 10.0, frame_id="camera")
-        placed = placer.step(result.panoptic, [(o.track_id, o.class_id * pipeline.label_divisor + o.instance, o.box)
-                                               for o in result.objects],
-                             depth_in_metres(millimetres, "16UC1"), k, t / 10.0, reset=bool(result.reset_reason))
+        placed = placer.place_frame(result, depth_in_metres(millimetres, "16UC1"), k, t / 10.0)
         if t not in rows:
             continue
         markers = markers_msg(result.objects, Header(frame_id="camera"), k, {p.track_id: p for p in placed})
