@@ -112,7 +112,7 @@ def next_ready(waiting: Sequence[bool], turn: int) -> int:
 
 
 def camera_pipeline(first: Pipeline, s: NodeSettings, track_ids: tuple[int, int]) -> Pipeline:
-    """Another camera's pipeline over the first one's backend: the model is loaded once, the temporal state
+    """A camera's pipeline over the loaded one's backend: the model is loaded once, the temporal state
     (tracker, track ids in their own ``track_ids`` space, instance numbers) is the camera's own."""
     pipeline = Pipeline(first.backend, label_divisor=s.label_divisor, panoptic_dtype=first.panoptic_dtype,
                         track_ids=track_ids)
@@ -196,9 +196,9 @@ class VKNetNode(LifecycleNode):
         log.info(f"loaded {self._backend_line} in {load_s:.1f} s; warmed up with {WARM_UP_RUNS} forwards in "
                  f"{warm_up_ms:.0f} ms")
         count = len(s.cameras)
-        if count > 1:
-            pipeline.id_offset, pipeline.id_stride = 0, count  # no track id shared between cameras
-        pipelines = [pipeline] + [camera_pipeline(pipeline, s, (i, count)) for i in range(1, count)]
+        # One pipeline per camera over the loaded backend; camera i of n reports track ids i + n k, so that no
+        # track id is ever shared between cameras.
+        pipelines = [camera_pipeline(pipeline, s, (i, count)) for i in range(count)]
         self.cameras = [Camera(self, name, p) for name, p in zip(s.cameras, pipelines, strict=True)]
         if len(self.cameras) > 1:
             log.info(f"{len(self.cameras)} cameras ({', '.join(s.cameras)}) share the model; each has its own "
