@@ -104,20 +104,30 @@ def _checked(msg: Image) -> tuple[int, tuple[int, ...], np.ndarray]:
         raise ImageConversionError(
             f"unsupported encoding {msg.encoding!r}: expected one of {sorted(_COLOUR_ENCODINGS)}", "encoding")
     channels, order = _COLOUR_ENCODINGS[encoding]
+    data = _checked_layout(msg, channels, "image")
+    return channels, order, data
+
+
+def _checked_layout(msg: Image, pixel_bytes: int, what: str) -> np.ndarray:
+    """The data buffer (uint8) of an image whose size, step and length agree; raises the reason otherwise.
+
+    Shared by colour and depth images, so that both refuse the same forgeries under the same reasons.
+    """
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:
-        raise ImageConversionError(f"empty image ({width}x{height})", "empty")
+        raise ImageConversionError(f"empty {what} ({width}x{height})", "empty")
     if height * width > MAX_PIXELS:
-        raise ImageConversionError(f"image of {width}x{height} exceeds the {MAX_PIXELS}-pixel limit", "too_large")
-    row_bytes = width * channels
+        raise ImageConversionError(f"{what} of {width}x{height} exceeds the {MAX_PIXELS}-pixel limit", "too_large")
+    row_bytes = width * pixel_bytes
     if step < row_bytes:
-        raise ImageConversionError(f"step {step} is smaller than width*channels = {row_bytes} ({encoding})", "step")
+        raise ImageConversionError(f"{what} step {step} is smaller than a row of {width} x {pixel_bytes} bytes = "
+                                   f"{row_bytes} ({msg.encoding})", "step")
     data = np.frombuffer(msg.data, dtype=np.uint8)
     needed = step * (height - 1) + row_bytes
     if data.size < needed:
-        raise ImageConversionError(
-            f"data holds {data.size} bytes, {width}x{height} {encoding} with step {step} needs {needed}", "truncated")
-    return channels, order, data
+        raise ImageConversionError(f"{what} data holds {data.size} bytes, {width}x{height} {msg.encoding} with step "
+                                   f"{step} needs {needed}", "truncated")
+    return data
 
 
 @functools.cache
@@ -285,20 +295,9 @@ def depth_msg_to_metres(msg: Image) -> np.ndarray:
         raise ImageConversionError(f"depth encoding {encoding!r} is not 16UC1 (millimetres) or 32FC1 (metres), "
                                    f"REP 118", "encoding")
     dtype = np.dtype(np.uint16 if encoding == "16UC1" else np.float32)
+    data = _checked_layout(msg, dtype.itemsize, "depth image")
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height == 0 or width == 0:
-        raise ImageConversionError(f"empty depth image ({width}x{height})", "empty")
-    if height * width > MAX_PIXELS:
-        raise ImageConversionError(f"depth image of {width}x{height} exceeds the {MAX_PIXELS}-pixel limit",
-                                   "too_large")
     row_bytes = width * dtype.itemsize
-    if step < row_bytes:
-        raise ImageConversionError(f"depth step {step} is smaller than width*{dtype.itemsize} = {row_bytes}", "step")
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    needed = step * (height - 1) + row_bytes
-    if data.size < needed:
-        raise ImageConversionError(f"depth data holds {data.size} bytes, {width}x{height} {encoding} with step "
-                                   f"{step} needs {needed}", "truncated")
     rows = np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(step, 1))
     values = np.ascontiguousarray(rows).view(dtype.newbyteorder(">" if msg.is_bigendian else "<"))
     return depth_in_metres(values.reshape(height, width), encoding)

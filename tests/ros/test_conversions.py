@@ -68,7 +68,7 @@ def test_last_row_may_omit_its_padding() -> None:
     (_msg("yuv422", 2, 2, 4, bytes(8)), "unsupported encoding"),
     (_msg("rgb8", 0, 0, 0, b""), "empty image"),
     (_msg("rgb8", 2, 2, 5, bytes(12)), "step 5 is smaller"),
-    (_msg("rgb8", 2, 2, 6, bytes(11)), "data holds 11 bytes"),
+    (_msg("rgb8", 2, 2, 6, bytes(11)), "image data holds 11 bytes"),
     (_msg("rgb8", 100_000, 100_000, 300_000, b""), "exceeds"),
 ])
 def test_malformed_images_raise_with_reason(msg: Image, reason: str) -> None:
