@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from training.grow import grow_into
 from training.losses import VideoKNetCriterion, targets_from_panoptic
 from vknet_data.datasets import AugmentConfig, FramePairDataset, VideoSequence, kitti_step_sequences
 from vknet_data.synth import SynthConfig, write_sequences
@@ -212,6 +213,14 @@ def _model_difference(a: VKNetConfig, b: VKNetConfig) -> str:
                      if k not in _INFERENCE_ONLY and left.get(k) != right.get(k))
 
 
+def _deeper_only(init: VKNetConfig, cfg: VKNetConfig) -> bool:
+    """``cfg`` is ``init``'s network with more update stages (``--init`` then grows it: training/grow.py)."""
+    left, right = init.to_dict()["model"], cfg.to_dict()["model"]
+    left.pop("num_stages"), right.pop("num_stages")
+    return (_weights_part("model", left) == _weights_part("model", right)
+            and cfg.model.num_stages > init.model.num_stages)
+
+
 def _weights_part(section: str, values: Any) -> Any:
     if section != "model" or not isinstance(values, dict):
         return values
@@ -400,10 +409,16 @@ def _initial_net(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> tuple
     scene_base = 0
     if opts.init is not None:
         init_cfg, init_net, init_payload = load_checkpoint(opts.init)
-        if _weights_part("model", init_cfg.to_dict()["model"]) != _weights_part("model", cfg.to_dict()["model"]):
-            raise CheckpointError(f"--init {opts.init} holds another network than this config's "
-                                  f"({_model_difference(init_cfg, cfg)}): start from weights of the same model")
-        net.load_state_dict(init_net.state_dict())
+        difference = _model_difference(init_cfg, cfg)
+        if difference and not _deeper_only(init_cfg, cfg):
+            raise CheckpointError(f"--init {opts.init} holds another network than this config's ({difference}): "
+                                  "start from weights of the same model (or of one with fewer num_stages)")
+        if difference:
+            growth = grow_into(net, init_net)
+            if env.main:
+                _LOG.info("%s", growth.summary())
+        else:
+            net.load_state_dict(init_net.state_dict())
         scene_base = scenes_trained_on(init_payload)
         _LOG.info("initialised from %s (config %s, synthetic scenes below %d already seen)", opts.init,
                   init_cfg.hash(), scene_base)

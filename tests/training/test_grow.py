@@ -1,0 +1,82 @@
+"""Growing a trained network to more update stages (training/grow.py), directly and through ``--init``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.grow import grow_into
+from training.trainer import RunOptions, train
+from vknet_model.checkpoint import load_checkpoint, save_checkpoint
+from vknet_model.config import VKNetConfig, config_from_dict, resolve_config
+from vknet_model.network import build_model
+
+
+def _small(stages: int, channels: int = 32) -> VKNetConfig:
+    values = resolve_config("tiny").to_dict()
+    values["model"].update(backbone_width=8, channels=channels, num_proposals=4, num_stages=stages, num_heads=2,
+                           ffn_dim=32, embed_dim=8, norm_groups=4, input_height=64, input_width=128,
+                           kernel_fusion=True)  # the last stage carries fusion: the mapping must keep it last
+    return config_from_dict(values)
+
+
+def test_the_old_stages_land_where_the_mapping_says() -> None:
+    torch.manual_seed(0)
+    old, new = build_model(_small(2)), build_model(_small(4))
+    report = grow_into(new, old)
+    assert (report.old_stages, report.new_stages, report.copied) == (2, 4, (1, 2))
+    assert "grew 2 -> 4" in report.summary()
+    old_sd, new_sd = old.state_dict(), new.state_dict()
+    for key, value in old_sd.items():
+        if not key.startswith("stages."):
+            assert torch.equal(new_sd[key], value), key
+    for rest in (k[len("stages.0."):] for k in old_sd if k.startswith("stages.0.")):
+        assert torch.equal(new_sd[f"stages.0.{rest}"], old_sd[f"stages.0.{rest}"])
+    last = {k[len("stages.1."):]: v for k, v in old_sd.items() if k.startswith("stages.1.")}
+    assert any(k.startswith("fusion.") for k in last)  # the old last stage has kernel fusion ...
+    for rest, value in last.items():
+        assert torch.equal(new_sd[f"stages.3.{rest}"], value)  # ... and stays last with it
+        for middle in (1, 2):
+            key = f"stages.{middle}.{rest}"
+            if rest.startswith(("fusion.", "fusion_updator.")):
+                assert key not in new_sd  # middle stages have no fusion blocks
+            else:
+                assert torch.equal(new_sd[key], value)
+
+
+def test_growing_refuses_fewer_stages_or_another_width() -> None:
+    with pytest.raises(ValueError, match="more update stages"):
+        grow_into(build_model(_small(2)), build_model(_small(2)))
+    with pytest.raises(ValueError, match="differ beyond their number of stages"):
+        grow_into(build_model(_small(3, channels=16)), build_model(_small(2)))
+
+
+def test_init_from_a_shallower_checkpoint_grows_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from vknet_cli import main
+
+    torch.manual_seed(0)
+    shallow = tmp_path / "shallow.pt"
+    save_checkpoint(shallow, build_model(_small(2)), _small(2), step=0)
+    deeper = tmp_path / "deeper.yaml"
+    values = _small(3).to_dict()
+    values["train"].update(crop=[64, 128], input_scale=0.5, scale_range=[0.9, 1.1], iters=1, warmup_iters=1,
+                           lr_steps=[], batch_size=1, val_every=0, workers=0)
+    import yaml
+
+    deeper.write_text(yaml.safe_dump(values))
+    caplog.set_level("INFO")
+    train(config_from_dict(values), RunOptions(data=None, out=tmp_path / "run", synthetic=True, iters=1,
+                                               val_split=None, progress=False, init=shallow))
+    assert "grew 2 -> 3 update stages" in caplog.text
+    cfg, _, _ = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert cfg.model.num_stages == 3
+    # The other way round (more stages into fewer) stays one clear refusal.
+    deep = tmp_path / "deep.pt"
+    save_checkpoint(deep, build_model(_small(3)), _small(3), step=0)
+    values["model"]["num_stages"] = 2
+    deeper.write_text(yaml.safe_dump(values))
+    code = main(["train", "--config", str(deeper), "--synthetic", "--out", str(tmp_path / "back"),
+                 "--init", str(deep), "--iters", "1", "--no-progress"])
+    assert code == 2
