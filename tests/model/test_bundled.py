@@ -24,3 +24,17 @@ def test_a_given_model_is_used_as_it_is_or_reported_missing(tmp_path: Path) -> N
     assert resolve_model(model, backend="torch") == model  # the backend then says what it thinks of it
     with pytest.raises(FileNotFoundError, match="not found"):
         resolve_model(tmp_path / "missing.pt")
+
+
+def test_the_bundled_config_is_what_tiny_synth_yaml_documents() -> None:
+    """The yaml names the bundled model's settings (thresholds tuned for its weights): checkpoint, contract and
+    yaml must agree on everything but the training schedule the weights' last cycle ran with."""
+    from vknet_model.checkpoint import load_checkpoint
+    from vknet_model.config import resolve_config
+    from vknet_model.contract import model_config
+
+    documented = resolve_config("tiny_synth").to_dict()
+    for config in (load_checkpoint(BUNDLED_MODEL)[0], model_config(BUNDLED_ONNX)):
+        values = config.to_dict()
+        for section in ("data", "model", "postprocess", "tracker", "export"):
+            assert values[section] == documented[section], section

@@ -1,0 +1,164 @@
+"""Score tracker settings on labelled sequences: the network runs once, the tracker once per setting.
+
+The tracker's thresholds are model-specific (its embeddings decide what a good match score is), so they are
+tuned per model, on sequences that are *not* the ones its scores are reported on. The network's outputs do not
+depend on the tracker (the previous frame's kernels are the network's own), so each frame's outputs are
+recorded once and replayed: a setting costs the tracker, the assembly and STQ (~10 s for 300 frames here)
+instead of the network (minutes).
+
+Usage: python benchmarks/tracker_sweep.py [--model M] [--data DIR] [--split val]
+       [--grid match_score_thr=0.5,0.6,0.7 memo_frames=5,15] [--json benchmarks/tracker_sweep.json]
+Without --data a tuning set is generated: seed 7, sequences 2000-2009, 30 frames (never the held-out seed 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import platform
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TUNING_SEED, TUNING_FIRST = 7, 2000
+
+
+class RecordingBackend:
+    """A backend that records every ``infer`` output, then serves them again in order after ``replay()``."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+        self.outputs: list[Any] = []
+        self._replay: Iterator[Any] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def infer(self, *args: Any) -> Any:
+        if self._replay is None:
+            out = self._backend.infer(*args)
+            self.outputs.append(out)
+            return out
+        return next(self._replay)
+
+    def replay(self) -> None:
+        self._replay = iter(self.outputs)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def parse_grid(items: list[str], tracker: Any) -> dict[str, list[Any]]:
+    """``["name=v1,v2", ...]`` -> {name: [values]} typed like the TrackerConfig field; ValueError names the item."""
+    fields = {f.name: type(getattr(tracker, f.name)) for f in dataclasses.fields(tracker)}
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        if not sep or name not in fields:
+            raise ValueError(f"--grid {item!r}: expected NAME=V1,V2 with NAME one of {sorted(fields)}")
+        grid[name] = [fields[name](v) for v in values.split(",")]
+    return grid
+
+
+def run(model: Path | None, data: Path, split: str, grid: dict[str, list[Any]]) -> dict[str, Any]:
+    from vknet_data.datasets import kitti_step_sequences, read_rgb
+    from vknet_eval.evaluate import FRAME_PERIOD_S
+    from vknet_eval.scoring import PanopticScorer
+    from vknet_model.bundled import resolve_model
+    from vknet_model.pipeline import Pipeline
+
+    model = resolve_model(model, prefer_onnx=True)
+    first = Pipeline.from_model(model)
+    recorder = RecordingBackend(first.backend)
+    pipeline = Pipeline(recorder)  # type: ignore[arg-type]  # a Backend in all but name
+    sequences = kitti_step_sequences(data, split, pipeline.data.label_divisor)
+    labels = [[load() for load in s.labels] for s in sequences]
+    shapes = []
+    start = time.perf_counter()
+    for sequence in sequences:
+        pipeline.reset(f"sequence {sequence.name}")
+        for t, path in enumerate(sequence.images):
+            image = read_rgb(path)
+            pipeline.step(image, stamp=t * FRAME_PERIOD_S, frame_id=sequence.name)
+        shapes.append(image.shape)
+    network_s = time.perf_counter() - start
+    recorder.replay()  # the first pass only recorded; every setting below is scored on the replay
+
+    def score(tracker: Any) -> dict[str, float]:
+        recorder.replay()
+        pipeline.set_tracker_config(tracker)
+        scorer = PanopticScorer(pipeline.data, vpq=False)
+        for sequence, frames, shape in zip(sequences, labels, shapes, strict=True):
+            pipeline.reset(f"sequence {sequence.name}")
+            blank = np.zeros(shape, dtype=np.uint8)
+            for t, gt in enumerate(frames):
+                result = pipeline.step(blank, stamp=t * FRAME_PERIOD_S, frame_id=sequence.name)
+                scorer.add(sequence.name, gt, result.panoptic)
+        result = scorer.result()
+        return {k: round(float(result[k]), 4) for k in ("STQ", "AQ", "SQ")}
+
+    base = first.tracker_config
+    rows = [{"setting": "model's own", **dataclasses.asdict(base), **score(base)}]
+    for values in itertools.product(*grid.values()):
+        setting = dict(zip(grid, values, strict=True))
+        rows.append({"setting": " ".join(f"{k}={v}" for k, v in setting.items()),
+                     **dataclasses.asdict(dataclasses.replace(base, **setting)),
+                     **score(dataclasses.replace(base, **setting))})
+    return {"model": str(model), "data": str(data), "split": split, "frames": sum(len(f) for f in labels),
+            "network_s": round(network_s, 1), "cpu": cpu_name(), "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="model file (default: the bundled ONNX model)")
+    parser.add_argument("--data", type=Path, help="KITTI-STEP-layout tuning data (default: generated, seed 7)")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--sequences", type=int, default=10, help="sequences to generate without --data")
+    parser.add_argument("--grid", nargs="*", default=["match_score_thr=0.4,0.5,0.6,0.7,0.8"],
+                        help="tracker settings to try, NAME=V1,V2 each; every combination is scored")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/tracker_sweep.json"))
+    args = parser.parse_args()
+
+    from vknet_model.config import TrackerConfig
+
+    try:
+        grid = parse_grid(args.grid, TrackerConfig())
+    except ValueError as exc:
+        parser.error(str(exc))
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data
+        if data is None:
+            from vknet_data.synth import SynthConfig, write_sequences
+
+            data = Path(tmp)
+            write_sequences(data, sequences=args.sequences, seed=TUNING_SEED, split=args.split,
+                            first_sequence=TUNING_FIRST, cfg=SynthConfig(frames=30), progress=True)
+        result = run(args.model, data, args.split, grid)
+    if args.data is None:
+        result["data"] = f"generated: seed {TUNING_SEED}, sequences {TUNING_FIRST}-, 30 frames"
+    print(f"{result['frames']} frames of {result['data']}; network pass {result['network_s']} s ({result['cpu']})")
+    print(f"{'setting':<50} {'STQ':>7} {'AQ':>7} {'SQ':>7}")
+    best = max(result["rows"], key=lambda r: r["STQ"])
+    for row in result["rows"]:
+        mark = "  <- best" if row is best else ""
+        print(f"{row['setting']:<50} {row['STQ']:7.4f} {row['AQ']:7.4f} {row['SQ']:7.4f}{mark}")
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
