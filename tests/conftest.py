@@ -7,8 +7,11 @@ ROS_DOMAIN_ID, whatever the calling shell had, so parallel runs never hear each 
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -16,6 +19,21 @@ import pytest
 from vknet_ros.dds_env import loopback_environment
 
 os.environ.update(loopback_environment())
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative: str) -> ModuleType:
+    """A script of the repository that is no package module (benchmarks/, tools/, launch/), imported by path and
+    registered under its file name (dataclasses look their module up there)."""
+    path = REPO / relative
+    name = path.name.removesuffix(".py").replace(".", "_")
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.hookimpl(hookwrapper=True)

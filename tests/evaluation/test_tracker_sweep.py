@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import load_script
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("tracker_sweep", ROOT / "benchmarks" / "tracker_sweep.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/tracker_sweep.py")
 
 
 def test_grid_is_typed_like_the_tracker_config_and_bad_names_are_refused() -> None:

@@ -3,18 +3,15 @@ own path (run with ONNX Runtime as the candidate, since TensorRT cannot be insta
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+from tests.conftest import load_script
 from vknet_data.synth import SynthConfig, render_sequence
 from vknet_model.backends.onnxruntime_backend import OnnxRuntimeBackend
 from vknet_model.backends.torch_backend import TorchBackend
 from vknet_model.bundled import BUNDLED_MODEL, BUNDLED_ONNX
 from vknet_model.parity import compare_backends
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_torch_and_onnxruntime_agree_frame_after_frame() -> None:
@@ -32,11 +29,7 @@ def test_torch_and_onnxruntime_agree_frame_after_frame() -> None:
 
 
 def test_parity_script_runs_and_reports(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("tensorrt_parity", ROOT / "benchmarks" / "tensorrt_parity.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tensorrt_parity"] = module
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/tensorrt_parity.py")
     out = tmp_path / "parity.json"
     assert module.main(["--onnx", str(BUNDLED_ONNX), "--candidate", "onnxruntime", "--frames", "2",
                         "--json", str(out)]) == 0

@@ -83,13 +83,9 @@ def test_schedule_alternates_blocks_and_leaves_each_switch_untimed() -> None:
 
 def test_gpu_checks_dry_run_on_the_cpu(tmp_path: Path) -> None:
     """benchmarks/gpu_checks.py is what a lent GPU runs; here its steps run on the CPU (bf16 for fp16, no graph)."""
-    import importlib.util
+    from tests.conftest import load_script
 
-    spec = importlib.util.spec_from_file_location("gpu_checks", Path(__file__).resolve().parents[2] / "benchmarks" /
-                                                  "gpu_checks.py")
-    assert spec is not None and spec.loader is not None
-    gpu_checks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_checks)
+    gpu_checks = load_script("benchmarks/gpu_checks.py")
     assert gpu_checks.main(["--device", "cpu", "--configs", "tiny", "--frames", "10", "--no-tests",
                             "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import load_script
 from vknet_ros.node_cli import node_arguments
 from vknet_ros.node_settings import PARAMETERS, settings_from_values
 
@@ -148,10 +149,7 @@ def test_the_replay_player_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     from launch.actions import ExecuteProcess
     from launch_ros.actions import Node
 
-    spec = importlib.util.spec_from_file_location("kitti_replay_launch", ROOT / "launch" / "kitti_replay.launch.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("launch/kitti_replay.launch.py")
 
     def chosen(player: str) -> object:
         context = LaunchContext()

@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_script
 from tests.training.test_training import SMALL_MODEL
 from vknet_model.checkpoint import load_checkpoint, read_checkpoint
 from vknet_model.config import load_config
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _tool() -> object:
-    spec = importlib.util.spec_from_file_location("gpu_train", ROOT / "tools" / "gpu_train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_train"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/gpu_train.py")
 
 
 def test_the_plan_trains_by_the_clock_decays_and_returns_weights_only(tmp_path: Path) -> None:
