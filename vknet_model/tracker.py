@@ -51,11 +51,15 @@ class TrackedFrame:
         track_ids: int64 [M] track id, -1 for no track (duplicate, backdrop or suppressed detection).
         ages: int64 [M] frames since the track was created (0 on its first frame), -1 where there is no track.
         is_new: bool [M] the track was created on this frame.
+        duplicate_of: int64 [M] for a duplicate, the input index of the kept detection it duplicates (the
+            first of its chain of overlaps); -1 for every other detection. The same object seen twice: its
+            pixels belong to that detection's track (void in the output would cost a whole class in SQ).
     """
 
     track_ids: np.ndarray
     ages: np.ndarray
     is_new: np.ndarray
+    duplicate_of: np.ndarray
 
 
 def _empty_ids() -> np.ndarray:
@@ -158,23 +162,32 @@ def _checked(detections: Detections, embed_dim: int | None) -> Detections:
                       scores=scores, boxes=boxes.astype(np.float32, copy=False))
 
 
-def _duplicates(scores: np.ndarray, boxes: np.ndarray, cfg: TrackerConfig) -> np.ndarray:
-    """Mark detections overlapping any higher-scoring one.
+def _duplicate_parents(scores: np.ndarray, boxes: np.ndarray, cfg: TrackerConfig) -> np.ndarray:
+    """For each detection overlapping a higher-scoring one (a duplicate), the kept detection it stands for.
 
     Args:
         scores: [M] sorted descending.
         boxes: float32 [M, 4] in the same order.
 
     Returns:
-        bool [M], True for duplicates. As upstream, a detection is compared with *every* higher-scoring one,
-        duplicates included, which makes the rule a single masked comparison instead of a sequential NMS.
-        Low-score detections (< obj_score_thr) use the stricter backdrop IoU threshold.
+        int64 [M] sorted position of the duplicated kept detection, -1 for kept detections. As upstream, a
+        detection is compared with *every* higher-scoring one, duplicates included, which makes the rule a
+        single masked comparison instead of a sequential NMS; a duplicate of a duplicate points at the kept
+        one at the start of the chain. Low-score detections (< obj_score_thr) use the stricter backdrop IoU
+        threshold.
     """
+    if scores.size == 0:
+        return _empty_ids()
     ious = box_iou(boxes, boxes)
     # Thresholds in the IoUs' precision, so 0.3 means the same as on the tensor side.
     thr = np.where(scores < cfg.obj_score_thr, cfg.nms_backdrop_iou_thr, cfg.nms_class_iou_thr).astype(ious.dtype)
     higher = np.tri(scores.shape[0], k=-1, dtype=bool)  # [i, j]: j < i
-    return ((ious > thr[:, None]) & higher).any(axis=1)
+    overlaps = (ious > thr[:, None]) & higher
+    parents = np.where(overlaps.any(axis=1), overlaps.argmax(axis=1), -1)  # the highest-scoring overlap
+    for i in np.flatnonzero(parents >= 0):  # ascending: a parent's own parent is final before its children
+        if parents[parents[i]] >= 0:
+            parents[i] = parents[parents[i]]
+    return parents
 
 
 def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
@@ -255,7 +268,8 @@ class Tracker:
         # Thresholds compare in the scores' own dtype, so 0.3 means the same on every path.
         order = np.argsort(-det.scores, kind="stable")          # [M] sorted position -> input index
         scores = det.scores[order]
-        valid = np.nonzero(~_duplicates(scores, det.boxes[order], cfg))[0]   # [V] positions in sorted order
+        parents = _duplicate_parents(scores, det.boxes[order], cfg)          # [M] sorted positions, -1 kept
+        valid = np.flatnonzero(parents < 0)                                  # [V] positions in sorted order
         can_take = scores[valid] > cfg.obj_score_thr            # [V] may take a track's id
         can_start = scores[valid] > cfg.init_score_thr          # [V] may start a track
         src = order[valid]                                      # [V] input indices of valid detections
@@ -311,9 +325,11 @@ class Tracker:
         track_ages[src] = ages
         is_new = np.zeros(m, dtype=bool)
         is_new[src] = new
+        duplicate_of = np.full(m, -1, dtype=np.int64)
+        duplicate_of[order] = np.where(parents >= 0, order[parents], -1)
         _LOG.debug("frame %d: %d detections, %d duplicates, %d matched, %d new, %d tracks, %d backdrops", frame, m,
                    m - v, int(matched.sum()), num_new, self.num_tracks, st.backdrop_frames.size)
-        return TrackedFrame(track_ids=track_ids, ages=track_ages, is_new=is_new)
+        return TrackedFrame(track_ids=track_ids, ages=track_ages, is_new=is_new, duplicate_of=duplicate_of)
 
     def _store_backdrops(self, unmatched: np.ndarray, emb: np.ndarray, labels: np.ndarray, frame: int) -> None:
         """Keep this frame's unmatched valid detections as backdrops; drop those ``memo_backdrop_frames`` old.

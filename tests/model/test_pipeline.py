@@ -5,12 +5,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from vknet_data.synth import SynthConfig, render_sequence
 from vknet_model.backends.onnxruntime_backend import OnnxRuntimeBackend
 from vknet_model.backends.torch_backend import TorchBackend
 from vknet_model.bundled import BUNDLED_MODEL, BUNDLED_ONNX
 from vknet_model.config import PostprocessConfig
+from vknet_model.network import VKNetOutput
 from vknet_model.pipeline import InstancePool, Pipeline, PipelineError, _Geometry
 from vknet_model.preprocess import Letterbox
 
@@ -175,3 +177,41 @@ def test_the_pipeline_leaves_reporting_resets_to_its_caller(torch_pipeline: Pipe
     result = torch_pipeline.step(street(0), stamp=0.0, frame_id="cam")
     assert result.reset_reason == "start"
     assert not [r for r in caplog.records if r.name == "vknet_model.pipeline" and r.levelname == "INFO"]
+
+
+def test_a_duplicate_things_cells_join_the_track_it_duplicates(torch_pipeline: Pipeline) -> None:
+    """A second kept slot on the same car (the tracker's duplicate rule: box IoU > 0.7) gets no track of its
+    own; its cells must carry the first one's id (void there would cost SQ a whole class), its box included."""
+    real = torch_pipeline.backend.infer
+    forged: dict[str, int] = {}
+
+    def with_duplicate(*args: torch.Tensor) -> VKNetOutput:
+        out = real(*args)
+        proposals = torch_pipeline.num_proposals
+        keep, scores, labels = out.slot_keep.clone(), out.slot_scores.clone(), out.slot_labels.clone()
+        boxes, slot_map = out.boxes.clone(), out.slot_map.clone()
+        kept = [int(i) for i in torch.nonzero(keep[:proposals]).flatten()]
+        a = max(kept, key=lambda i: int((slot_map == i).sum()))         # the largest kept thing
+        b = next(i for i in range(proposals) if i not in kept)           # a thing slot the network did not keep
+        keep[b], scores[b], labels[b] = True, scores[a] * 0.9, labels[a]
+        boxes[b] = boxes[a] + torch.tensor([-4.0, -4.0, 4.0, 4.0])       # nearly the same box, a little larger
+        rows = torch.nonzero((slot_map == a).any(dim=1)).flatten()
+        lower = slot_map[int(rows[len(rows) // 2]):] == a                # its lower half goes to the duplicate
+        slot_map[int(rows[len(rows) // 2]):][lower] = b
+        forged.update(a=a, b=b)
+        return out._replace(slot_keep=keep, slot_scores=scores, slot_labels=labels, boxes=boxes, slot_map=slot_map)
+
+    plain = torch_pipeline.step(street(2), stamp=0.0, frame_id="cam")
+    torch_pipeline.reset()
+    torch_pipeline.backend.infer = with_duplicate  # type: ignore[method-assign]
+    result = torch_pipeline.step(street(2), stamp=0.0, frame_id="cam")
+    assert forged and not (result.panoptic == torch_pipeline.void_panoptic).any()
+    # The duplicate's cells read as the first slot's segment: the same map as without the duplicate ...
+    assert np.array_equal(result.panoptic, plain.panoptic)
+    # ... one object for the car, with the same pixels and a box that covers the duplicate's too.
+    assert len(result.objects) == len(plain.objects)
+    changed = [(o, p) for o, p in zip(result.objects, plain.objects, strict=True) if o.box != p.box]
+    assert len(changed) == 1
+    grown, before = changed[0]
+    assert (grown.instance, grown.mask_area) == (before.instance, before.mask_area)
+    assert grown.box[0] < before.box[0] and grown.box[2] > before.box[2]

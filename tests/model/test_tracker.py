@@ -220,7 +220,9 @@ def test_duplicates_are_compared_with_removed_detections_too() -> None:
     a = obj(0, 0.9, box=(0.0, 0.0, 100.0, 10.0))
     b = obj(1, 0.8, box=(10.0, 0.0, 110.0, 10.0))
     c = obj(2, 0.7, box=(20.0, 0.0, 120.0, 10.0))
-    assert ids(tracker, [c, b, a]) == [-1, -1, 0]
+    out = tracker.update(frame([c, b, a]))
+    assert out.track_ids.tolist() == [-1, -1, 0]
+    assert out.duplicate_of.tolist() == [2, 2, -1]  # both stand for a (input index 2), c through b
     assert tracker.num_tracks == 1
 
 
