@@ -20,7 +20,9 @@ from vknet_model.backends import BACKENDS, PRECISIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, help="checkpoint (.pt) or exported .onnx (default: the bundled model)")
+    parser.add_argument("--model", type=Path,
+                        help="checkpoint (.pt) or exported .onnx (default: the bundled model; on the CPU its ONNX "
+                             "export, which the node runs and which is faster there, on CUDA its checkpoint)")
     parser.add_argument("--data", type=Path, required=True, help="KITTI-STEP-layout root (images/<split>/...)")
     parser.add_argument("--split", default="val", help="split to predict (default val)")
     parser.add_argument("--out", type=Path, required=True, help="prediction root to write")
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from vknet_model.pipeline import Pipeline
 
     try:
-        model = resolve_model(args.model, backend=args.backend, prefer_onnx=args.precision == "int8")
+        model = resolve_model(args.model, backend=args.backend,
+                              prefer_onnx=args.precision == "int8" or not args.device.startswith("cuda"))
         pipeline = Pipeline.from_model(model, backend=args.backend, device=args.device, precision=args.precision)
         from vknet_data.datasets import kitti_step_sequences
 

@@ -84,6 +84,7 @@ def test_predict_without_model_needs_the_bundled_one_or_says_so(gt_root: Path, t
     code = main(["predict", "--data", str(gt_root), "--out", str(tmp_path / "p")])
     if BUNDLED_MODEL.is_file():
         assert code == 0
+        assert "backend onnxruntime" in capsys.readouterr().out  # on the CPU, the export the node runs
     else:
         assert code == 2 and "bundled model" in capsys.readouterr().err
 
