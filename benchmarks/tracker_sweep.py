@@ -78,13 +78,14 @@ def run(model: Path | None, data: Path, split: str, grid: dict[str, list[Any]]) 
     from vknet_data.datasets import kitti_step_sequences, read_rgb
     from vknet_eval.evaluate import FRAME_PERIOD_S
     from vknet_eval.scoring import PanopticScorer
+    from vknet_model.backends import open_backend
     from vknet_model.bundled import resolve_model
     from vknet_model.pipeline import Pipeline
 
     model = resolve_model(model, prefer_onnx=True)
-    first = Pipeline.from_model(model)
-    recorder = RecordingBackend(first.backend)
+    recorder = RecordingBackend(open_backend(model))
     pipeline = Pipeline(recorder)  # type: ignore[arg-type]  # a Backend in all but name
+    base = pipeline.tracker_config  # the model's own, from its contract
     sequences = kitti_step_sequences(data, split, pipeline.data.label_divisor)
     labels = [[load() for load in s.labels] for s in sequences]
     shapes = []
@@ -96,10 +97,9 @@ def run(model: Path | None, data: Path, split: str, grid: dict[str, list[Any]]) 
             pipeline.step(image, stamp=t * FRAME_PERIOD_S, frame_id=sequence.name)
         shapes.append(image.shape)
     network_s = time.perf_counter() - start
-    recorder.replay()  # the first pass only recorded; every setting below is scored on the replay
 
     def score(tracker: Any) -> dict[str, float]:
-        recorder.replay()
+        recorder.replay()  # the first pass only recorded; every setting is scored on a replay of it
         pipeline.set_tracker_config(tracker)
         scorer = PanopticScorer(pipeline.data, vpq=False)
         for sequence, frames, shape in zip(sequences, labels, shapes, strict=True):
@@ -111,13 +111,12 @@ def run(model: Path | None, data: Path, split: str, grid: dict[str, list[Any]]) 
         result = scorer.result()
         return {k: round(float(result[k]), 4) for k in ("STQ", "AQ", "SQ")}
 
-    base = first.tracker_config
     rows = [{"setting": "model's own", **dataclasses.asdict(base), **score(base)}]
     for values in itertools.product(*grid.values()):
         setting = dict(zip(grid, values, strict=True))
+        tracker = dataclasses.replace(base, **setting)
         rows.append({"setting": " ".join(f"{k}={v}" for k, v in setting.items()),
-                     **dataclasses.asdict(dataclasses.replace(base, **setting)),
-                     **score(dataclasses.replace(base, **setting))})
+                     **dataclasses.asdict(tracker), **score(tracker)})
     return {"model": str(model), "data": str(data), "split": split, "frames": sum(len(f) for f in labels),
             "network_s": round(network_s, 1), "cpu": cpu_name(), "rows": rows}
 

@@ -18,13 +18,13 @@ Use it too at the end of a sitting whose run is to become the bundled model, on 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from training.trainer import model_difference  # noqa: E402
 from vknet_model.bundled import BUNDLED_MODEL  # noqa: E402
 from vknet_model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
 from vknet_model.config import ConfigError, config_from_dict, resolve_config  # noqa: E402
@@ -51,10 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     expected = {k: tuple(v.shape) for k, v in build_model(documented).state_dict().items()}
     found = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     if expected != found:
-        differing = [f.name for f in dataclasses.fields(documented.model)
-                     if getattr(run_cfg.model, f.name) != getattr(documented.model, f.name)]
         print(f"error: {args.checkpoint} holds another network than {args.config} "
-              f"(model settings that differ: {', '.join(differing) or 'none named'}): edit the config first",
+              f"({model_difference(run_cfg, documented) or 'no model setting named'}): edit the config first",
               file=sys.stderr)
         return 2
     values = documented.to_dict()

@@ -206,7 +206,7 @@ def _check_resumable(payload: dict[str, Any], cfg: VKNetConfig, last: Path) -> N
 _INFERENCE_ONLY = frozenset({"input_height", "input_width", "merge_stride"})
 
 
-def _model_difference(a: VKNetConfig, b: VKNetConfig) -> str:
+def model_difference(a: VKNetConfig, b: VKNetConfig) -> str:
     """The weight-shaping model settings where ``a`` and ``b`` differ, as "name a -> b" phrases."""
     left, right = a.to_dict()["model"], b.to_dict()["model"]
     return ", ".join(f"{k} {left.get(k)} -> {right.get(k)}" for k in sorted(set(left) | set(right))
@@ -409,7 +409,7 @@ def _initial_net(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> tuple
     scene_base = 0
     if opts.init is not None:
         init_cfg, init_net, init_payload = load_checkpoint(opts.init)
-        difference = _model_difference(init_cfg, cfg)
+        difference = model_difference(init_cfg, cfg)
         if difference and not _deeper_only(init_cfg, cfg):
             raise CheckpointError(f"--init {opts.init} holds another network than this config's ({difference}): "
                                   "start from weights of the same model (or of one with fewer num_stages)")
