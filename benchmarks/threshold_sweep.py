@@ -1,13 +1,16 @@
-"""Score tracker settings on labelled sequences: the network runs once, the tracker once per setting.
+"""Score assembly and tracker thresholds on labelled sequences: the network runs once per assembly setting,
+the tracker once per setting.
 
-The tracker's thresholds are model-specific (its embeddings decide what a good match score is), so they are
-tuned per model, on sequences that are *not* the ones its scores are reported on. The network's outputs do not
-depend on the tracker (the previous frame's kernels are the network's own), so each frame's outputs are
-recorded once and replayed: a setting costs the tracker, the assembly and STQ (~10 s for 300 frames here)
-instead of the network (minutes).
+The thresholds are model-specific (its scores and embeddings decide what a good threshold is), so they are
+tuned per model, on sequences that are *not* the ones its scores are reported on. The network's outputs do
+not depend on the tracker (the previous frame's kernels are the network's own), so each frame's outputs are
+recorded once per assembly setting (``instance_score_thr``, ``overlap_thr``, ``mask_thr``: inputs of the
+graph, so the network reruns, ~40 s for 300 frames here) and replayed for every tracker setting (the tracker,
+the pipeline's own steps and STQ: ~10 s) instead of rerunning the network.
 
-Usage: python benchmarks/tracker_sweep.py [--model M] [--data DIR] [--split val]
-       [--grid match_score_thr=0.5,0.6,0.7 memo_frames=5,15] [--json benchmarks/tracker_sweep.json]
+Usage: python benchmarks/threshold_sweep.py [--model M] [--data DIR] [--split val]
+       [--grid instance_score_thr=0.2,0.25 match_score_thr=0.5,0.6,0.7 memo_frames=5,15]
+       [--json benchmarks/threshold_sweep.json]
 Without --data a tuning set is generated: seed 7, sequences 2000-2009, 30 frames (never the held-out seed 0).
 """
 
@@ -50,6 +53,10 @@ class RecordingBackend:
     def replay(self) -> None:
         self._replay = iter(self.outputs)
 
+    def record(self) -> None:
+        """Forget the recording and record the next ``infer`` calls afresh."""
+        self.outputs, self._replay = [], None
+
 
 def cpu_name() -> str:
     """The CPU's model name (Linux), else the architecture."""
@@ -62,9 +69,10 @@ def cpu_name() -> str:
     return platform.machine()
 
 
-def parse_grid(items: list[str], tracker: Any) -> dict[str, list[Any]]:
-    """``["name=v1,v2", ...]`` -> {name: [values]} typed like the TrackerConfig field; ValueError names the item."""
-    fields = {f.name: type(getattr(tracker, f.name)) for f in dataclasses.fields(tracker)}
+def parse_grid(items: list[str], *configs: Any) -> dict[str, list[Any]]:
+    """``["name=v1,v2", ...]`` -> {name: [values]} typed like the field of whichever config has it; ValueError
+    names the item."""
+    fields = {f.name: type(getattr(cfg, f.name)) for cfg in configs for f in dataclasses.fields(cfg)}
     grid: dict[str, list[Any]] = {}
     for item in items:
         name, sep, values = item.partition("=")
@@ -72,6 +80,12 @@ def parse_grid(items: list[str], tracker: Any) -> dict[str, list[Any]]:
             raise ValueError(f"--grid {item!r}: expected NAME=V1,V2 with NAME one of {sorted(fields)}")
         grid[name] = [fields[name](v) for v in values.split(",")]
     return grid
+
+
+def _combinations(grid: dict[str, list[Any]], names: set[str]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values for the fields in ``names`` ([{}] when there are none)."""
+    sub = {k: v for k, v in grid.items() if k in names}
+    return [dict(zip(sub, values, strict=True)) for values in itertools.product(*sub.values())]
 
 
 def run(model: Path | None, data: Path, split: str, grid: dict[str, list[Any]]) -> dict[str, Any]:
@@ -85,21 +99,26 @@ def run(model: Path | None, data: Path, split: str, grid: dict[str, list[Any]]) 
     model = resolve_model(model, prefer_onnx=True)
     recorder = RecordingBackend(open_backend(model))
     pipeline = Pipeline(recorder)  # type: ignore[arg-type]  # a Backend in all but name
-    base = pipeline.tracker_config  # the model's own, from its contract
+    base_post, base_tracker = pipeline.postprocess, pipeline.tracker_config  # the model's own (its contract)
     sequences = kitti_step_sequences(data, split, pipeline.data.label_divisor)
     labels = [[load() for load in s.labels] for s in sequences]
-    shapes = []
-    start = time.perf_counter()
-    for sequence in sequences:
-        pipeline.reset(f"sequence {sequence.name}")
-        for t, path in enumerate(sequence.images):
-            image = read_rgb(path)
-            pipeline.step(image, stamp=t * FRAME_PERIOD_S, frame_id=sequence.name)
-        shapes.append(image.shape)
-    network_s = time.perf_counter() - start
 
-    def score(tracker: Any) -> dict[str, float]:
-        recorder.replay()  # the first pass only recorded; every setting is scored on a replay of it
+    def live_pass(postprocess: Any) -> tuple[list[tuple[int, ...]], float]:
+        """One live pass with these assembly thresholds; the recorder keeps every frame's outputs."""
+        recorder.record()
+        pipeline.set_postprocess(postprocess)
+        shapes = []
+        start = time.perf_counter()
+        for sequence in sequences:
+            pipeline.reset(f"sequence {sequence.name}")
+            for t, path in enumerate(sequence.images):
+                image = read_rgb(path)
+                pipeline.step(image, stamp=t * FRAME_PERIOD_S, frame_id=sequence.name)
+            shapes.append(image.shape)
+        return shapes, time.perf_counter() - start
+
+    def score(tracker: Any, shapes: list[tuple[int, ...]]) -> dict[str, float]:
+        recorder.replay()  # the recording pass only recorded; every setting is scored on a replay of it
         pipeline.set_tracker_config(tracker)
         scorer = PanopticScorer(pipeline.data, vpq=False)
         for sequence, frames, shape in zip(sequences, labels, shapes, strict=True):
@@ -111,12 +130,25 @@ def run(model: Path | None, data: Path, split: str, grid: dict[str, list[Any]]) 
         result = scorer.result()
         return {k: round(float(result[k]), 4) for k in ("STQ", "AQ", "SQ")}
 
-    rows = [{"setting": "model's own", **dataclasses.asdict(base), **score(base)}]
-    for values in itertools.product(*grid.values()):
-        setting = dict(zip(grid, values, strict=True))
-        tracker = dataclasses.replace(base, **setting)
-        rows.append({"setting": " ".join(f"{k}={v}" for k, v in setting.items()),
-                     **dataclasses.asdict(tracker), **score(tracker)})
+    post_names = {f.name for f in dataclasses.fields(base_post)}
+    tracker_names = {f.name for f in dataclasses.fields(base_tracker)}
+    rows, network_s = [], 0.0
+    post_settings = _combinations(grid, post_names)
+    tracker_settings = _combinations(grid, tracker_names)
+    if {} not in post_settings:
+        post_settings.insert(0, {})
+    if {} not in tracker_settings:
+        tracker_settings.insert(0, {})
+    for post_setting in post_settings:
+        postprocess = dataclasses.replace(base_post, **post_setting)
+        shapes, seconds = live_pass(postprocess)
+        network_s += seconds
+        for tracker_setting in tracker_settings:
+            setting = {**post_setting, **tracker_setting}
+            tracker = dataclasses.replace(base_tracker, **tracker_setting)
+            name = " ".join(f"{k}={v}" for k, v in setting.items()) or "model's own"
+            rows.append({"setting": name, **dataclasses.asdict(postprocess), **dataclasses.asdict(tracker),
+                         **score(tracker, shapes)})
     return {"model": str(model), "data": str(data), "split": split, "frames": sum(len(f) for f in labels),
             "network_s": round(network_s, 1), "cpu": cpu_name(), "rows": rows}
 
@@ -128,14 +160,15 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--sequences", type=int, default=10, help="sequences to generate without --data")
     parser.add_argument("--grid", nargs="*", default=["match_score_thr=0.4,0.5,0.6,0.7,0.8"],
-                        help="tracker settings to try, NAME=V1,V2 each; every combination is scored")
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/tracker_sweep.json"))
+                        help="assembly (postprocess) and tracker settings to try, NAME=V1,V2 each; every "
+                             "combination is scored")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/threshold_sweep.json"))
     args = parser.parse_args()
 
-    from vknet_model.config import TrackerConfig
+    from vknet_model.config import PostprocessConfig, TrackerConfig
 
     try:
-        grid = parse_grid(args.grid, TrackerConfig())
+        grid = parse_grid(args.grid, PostprocessConfig(), TrackerConfig())
     except ValueError as exc:
         parser.error(str(exc))
     with tempfile.TemporaryDirectory() as tmp:
