@@ -127,8 +127,8 @@ def run(model: Path | None, data: Path, split: str, grid: dict[str, list[Any]]) 
             for t, gt in enumerate(frames):
                 result = pipeline.step(blank, stamp=t * FRAME_PERIOD_S, frame_id=sequence.name)
                 scorer.add(sequence.name, gt, result.panoptic)
-        result = scorer.result()
-        return {k: round(float(result[k]), 4) for k in ("STQ", "AQ", "SQ")}
+        totals = scorer.result()
+        return {k: round(float(totals[k]), 4) for k in ("STQ", "AQ", "SQ")}
 
     post_names = {f.name for f in dataclasses.fields(base_post)}
     tracker_names = {f.name for f in dataclasses.fields(base_tracker)}
