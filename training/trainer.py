@@ -252,6 +252,7 @@ class _Run:
         self.net, self.scene_base = _initial_net(cfg, opts, env)
         self.optimizer = torch.optim.AdamW(_param_groups(self.net, cfg), lr=t.lr, weight_decay=t.weight_decay)
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.seconds_before = 0.0  # training time of earlier sittings of this run (from last.pt)
         self.start = self._resume()
         self.model = _replicated(PairModel(self.net), env)
         self.criterion = VideoKNetCriterion(
@@ -274,6 +275,10 @@ class _Run:
                       env.device, env.world, source, t.batch_size, t.crop[0], t.crop[1], t.input_scale,
                       t.scale_range[0], t.scale_range[1], t.loss_stride)
 
+    def _seconds(self) -> float:
+        """Training time of the whole run so far, earlier sittings included (what its files record)."""
+        return self.seconds_before + time.perf_counter() - self.started
+
     def _scenes_after(self, steps: int) -> int:
         """Synthetic scene numbers below this may have been drawn by the weights after ``steps`` iterations."""
         return self.scene_base + _scenes_generated(steps, self.cfg.train.batch_size * self.env.world)
@@ -287,6 +292,7 @@ class _Run:
         self.net.load_state_dict(payload["state_dict"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scene_base = int(payload.get("scene_base", self.scene_base))
+        self.seconds_before = float(payload.get("train_seconds", 0.0))
         start = int(payload["step"])
         _LOG.info("resumed from %s at iteration %d", self.last, start)
         return start
@@ -330,7 +336,8 @@ class _Run:
                 _append_csv(self.opts.out / "metrics.csv", self.log_rows)
                 self.log_rows = []
             save_checkpoint(self.last, self.net, self.cfg, step=done, optimizer=self.optimizer.state_dict(),
-                            scene_base=self.scene_base, scenes_after=self._scenes_after(done))
+                            scene_base=self.scene_base, scenes_after=self._scenes_after(done),
+                            train_seconds=round(self._seconds(), 1))
             _LOG.info("time limit of %.0f s reached at iteration %d/%d: %s holds the run, the same command "
                       "resumes it", self.opts.time_limit_s, done, self.iters, self.last)
         return self.last
@@ -360,7 +367,7 @@ class _Run:
     def record(self, done: int, loss: float, parts: dict[str, float], grad_norm: float) -> dict[str, float]:
         """Rank 0 after iteration ``done``: the metrics row, and the log line, checkpoint and validation due."""
         t = self.cfg.train
-        row = {"time_s": round(time.perf_counter() - self.started, 2), "step": done,
+        row = {"time_s": round(self._seconds(), 2), "step": done,
                "lr": self.optimizer.param_groups[1]["lr"], "loss": loss, "grad_norm": grad_norm,
                **{k: float(v) for k, v in parts.items()}}
         self.log_rows.append(row)
@@ -374,7 +381,8 @@ class _Run:
                       grad_norm, rate)
         if done % t.checkpoint_every == 0 or final:
             save_checkpoint(self.last, self.net, self.cfg, step=done, optimizer=self.optimizer.state_dict(),
-                            scene_base=self.scene_base, scenes_after=self._scenes_after(done))
+                            scene_base=self.scene_base, scenes_after=self._scenes_after(done),
+                            train_seconds=round(self._seconds(), 1))
         if self.held_out and ((t.val_every and done % t.val_every == 0) or final):
             self.validate(done)
         return row
@@ -383,8 +391,7 @@ class _Run:
         """Score the current weights (rank 0), append to ``val.csv`` and return to training mode."""
         row = _validate(self.net, self.cfg, self.env.device, self.held_out, self.seen, self.opts.progress)
         _train_mode(self.net, self.cfg)
-        elapsed = round(time.perf_counter() - self.started, 2)
-        _append_csv(self.opts.out / "val.csv", [{"time_s": elapsed, "step": done, **row}])
+        _append_csv(self.opts.out / "val.csv", [{"time_s": round(self._seconds(), 2), "step": done, **row}])
         _LOG.info("validation at %d: held-out STQ %.4f AQ %.4f SQ %.4f%s", done, row["STQ"], row["AQ"], row["SQ"],
                   f" | training scenes STQ {row['train_STQ']:.4f} AQ {row['train_AQ']:.4f} SQ "
                   f"{row['train_SQ']:.4f} | gap {row['gap_STQ']:+.4f}" if self.seen else "")
@@ -395,10 +402,11 @@ class _Run:
         if self.env.world > 1:
             _check_replicas(self.net, self.env, self.opts.out)
         if self.env.main:
-            seconds = time.perf_counter() - self.started
+            seconds = self._seconds()
             save_checkpoint(final, self.net, self.cfg, step=self.iters, train_seconds=round(seconds, 1),
                             scenes_after=self._scenes_after(self.iters))
-            _LOG.info("wrote %s after %d iterations (%.0f s)", final, self.iters, seconds)
+            _LOG.info("wrote %s after %d iterations (%.0f s of training, %.0f s of them in this sitting)", final,
+                      self.iters, seconds, seconds - self.seconds_before)
         return final
 
 
@@ -545,7 +553,7 @@ def _validation_sets(opts: RunOptions, cfg: VKNetConfig) -> tuple[list[VideoSequ
 
 
 def _append_csv(path: Path, rows: list[dict[str, float]]) -> None:
-    """Append ``rows`` (each with its own ``time_s``: seconds into this part of the run) to a CSV file."""
+    """Append ``rows`` (each with its own ``time_s``: seconds of training in the whole run so far) to a CSV file."""
     if not rows:
         return
     fields = list(rows[0].keys())

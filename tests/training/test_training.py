@@ -144,14 +144,20 @@ def test_a_time_limit_stops_resumably_and_the_same_command_finishes(tiny_data: t
     assert train(cfg, opts) == out / "last.pt"  # 0 s: stops after its first iteration
     assert read_checkpoint(out / "last.pt")["step"] == 1 and not (out / "model.pt").exists()
     assert "time limit of 0 s reached at iteration 1/4" in caplog.text
+    paused_s = read_checkpoint(out / "last.pt")["train_seconds"]
+    assert paused_s > 0
     assert train(cfg, RunOptions(data=root, out=out, val_split=None, progress=False)) == out / "model.pt"
-    assert "resumed from" in caplog.text and read_checkpoint(out / "model.pt")["step"] == 4
+    final = read_checkpoint(out / "model.pt")
+    assert "resumed from" in caplog.text and final["step"] == 4
+    # The run's training time spans its sittings: the first sitting's seconds are carried, not restarted.
+    assert final["train_seconds"] > paused_s
     with (out / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [int(row["step"]) for row in rows] == [1, 2, 3, 4]
+    times = [float(row["time_s"]) for row in rows]
+    assert all(t > paused_s for t in times[1:])  # rows of the second sitting count on from the first's time
     # Each row has its own time (the rows of one write had shared the time of that write).
-    times = [float(row["time_s"]) for row in rows[2:]]  # the resumed part: steps 3 and 4, written together
-    assert times[0] < times[1]
+    assert times[2] < times[3]  # the resumed part: steps 3 and 4, written together
 
 
 def test_train_refuses_a_time_limit_or_worker_count_that_cannot_be(tmp_path: Path,
