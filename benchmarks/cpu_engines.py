@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vknet_model.machine import cpu_flags, describe_cpu
 
 
 def _feeds(contract: Any) -> dict[str, np.ndarray]:
@@ -104,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     from vknet_model.contract import contract_path_for
     from vknet_model.export import export_onnx
     from vknet_model.network import build_frame_net
-    from vknet_ros.bench_cli import cpu_flags
 
     work = Path(tempfile.mkdtemp(prefix="vknet_cpu_engines_"))
     models = [work / "bundled.onnx"]
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         export_onnx(build_frame_net(resolve_config(name)).eval(), resolve_config(name), path)
         models.append(path)
     results = [measure(model, args.runs, args.block, args.threads) for model in models]
-    print(f"\nCPU: {platform.processor() or platform.machine()}; flags: {', '.join(cpu_flags()) or 'none'}")
+    print(f"\nCPU: {describe_cpu()}")
     print(f"{'model':14s} {'engine':18s} {'p50 ms':>8s} {'vs ORT fp32':>11s}")
     for result in results:
         for engine, row in result["engines"].items():

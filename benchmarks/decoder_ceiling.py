@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from training.losses import targets_from_panoptic
 from vknet_data.datasets import kitti_step_sequences
 from vknet_eval.scoring import PanopticScorer
 from vknet_model.config import DataConfig, PostprocessConfig
+from vknet_model.machine import describe_cpu
 from vknet_model.panoptic import assemble_panoptic
 from vknet_model.preprocess import Letterbox
 
@@ -135,7 +135,7 @@ def main() -> None:
         print(f"{row['input']:>9} {row['merge_stride']:>5} {row['masks_at_stride']:>5} {row['STQ']:>7.4f} "
               f"{row['AQ']:>7.4f} {row['SQ']:>7.4f} {row['assembly_ms']:>12.1f}  "
               + ", ".join(f"{k} {v:.2f}" for k, v in worst))
-    args.json.write_text(json.dumps({"cpu": platform.processor() or platform.machine(), "torch_threads":
+    args.json.write_text(json.dumps({"cpu": describe_cpu(), "torch_threads":
                                      torch.get_num_threads(), "data": str(args.data), "split": args.split,
                                      "sequences": len(sequences), "rows": rows}, indent=2) + "\n")
 

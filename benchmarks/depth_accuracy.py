@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from vknet_model.machine import describe_cpu
 
 FPS = 10.0  # KITTI's frame rate: the stamps the frames get
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'measure':36s} value")
     for name, value in summary.items():
         print(f"{name:36s} {value:.3f}" if isinstance(value, float) else f"{name:36s} {value}")
-    record = {"cpu": platform.processor() or platform.machine(), "python": sys.version.split()[0],
+    record = {"cpu": describe_cpu(), "python": sys.version.split()[0],
               "sequences": args.sequences, "frames": args.frames, "summary": summary}
     args.json.write_text(json.dumps(record, indent=2) + "\n")
     print(f"written to {args.json}")

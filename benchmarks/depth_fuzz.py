@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import platform
 import resource
 import sys
 import time
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vknet_model.machine import describe_cpu
 
 PLACED = "placed"
 
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("cases", "answered", "hangs", "node_errors", "unexpected", "good_frame_placed_after", "peak_rss_mb",
                 "wall_s"):
         print(f"{key:28s} {result[key]}")
-    result["cpu"] = platform.processor() or platform.machine()
+    result["cpu"] = describe_cpu()
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {args.json}")
     ok = result["hangs"] == result["node_errors"] == result["unexpected"] == 0 and result["good_frame_placed_after"]

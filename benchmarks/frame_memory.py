@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from vknet_model.machine import describe_cpu
 
 DEFAULT_SIZES = ("375x1242", "1080x1920", "4096x4096")
 
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"{size:>10} {row['message_mb']:>10.1f} {row['peak_rss_mb']:>11.0f} "
               f"{row['frame_peak_over_baseline_mb']:>13.0f} {row['pipeline_ms']:>11.0f} {row['outputs_ms']:>10.0f}")
-    result = {"machine": f"{platform.node()} {platform.machine()} {platform.processor()}",
+    result = {"machine": describe_cpu(),
               "date": time.strftime("%Y-%m-%d"), "model": "bundled tiny_synth (ONNX Runtime)", "rows": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -63,7 +63,10 @@ def run_cuda_tests(out: Path) -> dict[str, Any]:
     try:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False, timeout=TEST_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:
-        (out / "tests.log").write_text(f"{exc.stdout or ''}{exc.stderr or ''}")
+        # The exception's output is bytes even under text=True (CPython keeps what it read before the kill).
+        caught = [part.decode(errors="replace") if isinstance(part, bytes) else part or ""
+                  for part in (exc.stdout, exc.stderr)]
+        (out / "tests.log").write_text("".join(caught))
         return {"ran": True, "returncode": None, "result": f"timed out after {TEST_TIMEOUT_S} s"}
     (out / "tests.log").write_text(proc.stdout + proc.stderr)
     counts = [line for line in proc.stdout.splitlines() if re.search(r"\d+ (passed|failed|skipped|errors?)\b", line)]

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from vknet_model.machine import describe_cpu
 
 
 def run(model: Path, op_sets: list[list[str]], sequences: int, frames: int, calib_frames: int,
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'model':18s} " + " ".join(f"{c.removesuffix('_pct'):>24s}" for c in columns))
     for name, row in scores.items():
         print(f"{name:18s} " + " ".join(f"{row.get(c, float('nan')):>24.4f}" for c in columns))
-    record = {"cpu": platform.processor() or platform.machine(), "model": str(model), "sequences": args.sequences,
+    record = {"cpu": describe_cpu(), "model": str(model), "sequences": args.sequences,
               "frames": args.frames, "calib_frames": args.calib_frames, "methods": args.methods, "scores": scores}
     args.json.write_text(json.dumps(record, indent=2) + "\n")
     print(f"written to {args.json}")

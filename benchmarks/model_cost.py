@@ -15,8 +15,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -29,6 +27,7 @@ from vknet_model.backends.onnxruntime_backend import OnnxRuntimeBackend
 from vknet_model.config import config_from_dict, resolve_config
 from vknet_model.contract import contract_for
 from vknet_model.export import export_onnx
+from vknet_model.machine import describe_cpu
 from vknet_model.network import build_frame_net, threshold_tensor
 
 BLOCKS = ("backbone", "fpn", "semantic_fpn", "initial", "stages", "linking", "embedding")
@@ -109,7 +108,7 @@ def main() -> int:
         if not args.no_time:
             line += f" {r['torch_ms']:>9.1f} {r['onnxruntime_ms']:>8.1f} {r['onnxruntime_speedup']:>6.2f}"
         print(line)
-    result = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+    result = {"machine": describe_cpu(),
               "torch": torch.__version__, "input": [args.height, args.width], "runs": args.runs,
               "date": time.strftime("%Y-%m-%d"), "rows": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)

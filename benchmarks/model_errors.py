@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from vknet_model.machine import describe_cpu
 
 AREA_BINS = (0, 500, 1500, 4000, 15000)          # pixels at full resolution; the last bin is open
 COUNTS = ("things", "found", "merged", "partial", "missed", "kernel_found", "kernel_found_scored")
@@ -153,7 +154,7 @@ def main() -> int:
     overall = result["overall"]
     print(f"{'all':>14} {result['things']:>7} " + " ".join(f"{overall[c]:>10.3f}" for c in COUNTS[1:]))  # type: ignore[index]
     print(f"predicted thing segments matching no thing: {result['false_segments_per_frame']:.2f} per frame")
-    result.update(machine=f"{platform.node()} {platform.machine()}", date=time.strftime("%Y-%m-%d"))
+    result.update(machine=describe_cpu(), date=time.strftime("%Y-%m-%d"))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")

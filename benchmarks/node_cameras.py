@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from vknet_model.machine import describe_cpu
 
 MAX_DROP = 0.05
 TAIL_S = 3.0  # after the last frame: the answers still in flight
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         r["rss_ratio_to_first"] = r["rss_mb"] / base
         print(f"{r['cameras']:>7} {r['max_total_rate_hz']:>24.1f} {r['rss_mb']:>8.0f} {r['peak_rss_mb']:>8.0f} "
               f"{r['rss_ratio_to_first']:>11.2f}")
-    record = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "results": results}
+    record = {"cpu": describe_cpu(), "cores": os.cpu_count(), "results": results}
     args.json.write_text(json.dumps(record, indent=2) + "\n")
     print(f"written to {args.json}")
     return 0

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import platform
 import resource
 import sys
 import time
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vknet_model.machine import describe_cpu
 
 PROCESSED = "processed"
 CAMERA_INFO_OK = "camera_info_accepted"
@@ -415,7 +416,7 @@ def main() -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     result = run(args.messages, args.seed, args.timeout, progress=not args.no_progress)
-    result.update({"seed": args.seed, "cpu": platform.processor() or platform.machine(),
+    result.update({"seed": args.seed, "cpu": describe_cpu(),
                    "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", *sys.argv])})
     r = result
     print(f"\n| messages | crashes | hangs | uncounted | unexpected | node errors | RSS after setup / at end / "

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 from vknet_data.synth import SynthConfig, write_sequences
 from vknet_model.bundled import resolve_model
+from vknet_model.machine import describe_cpu
 from vknet_ros.bags import BagReader, kitti_step_sources, write_bag
 from vknet_ros.dds_env import apply_loopback_environment
 from vknet_ros.node import WORKER_STAGES
@@ -91,7 +91,7 @@ def main() -> int:
     described = f"random-weight {args.config} (seed 0)" if args.config else str(model)
     print(f"highest rate with < {MAX_DROP:.0%} drops: {best if best is not None else 'none of'} Hz "
           f"(model {described}, ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']})")
-    result = {"machine": f"{platform.node()} {platform.machine()}", "date": time.strftime("%Y-%m-%d"),
+    result = {"machine": describe_cpu(), "date": time.strftime("%Y-%m-%d"),
               "model": described, "backend": args.backend, "device": args.device, "frames": args.frames,
               "outputs": "all" if args.all_outputs else "panoptic and tracks",
               "image": [375, 1242], "max_drop": MAX_DROP, "highest_rate_hz": best, "rates": rows}

@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ import numpy as np
 
 from vknet_data.synth import SynthConfig, write_sequences
 from vknet_model.bundled import resolve_model
+from vknet_model.machine import describe_cpu
 from vknet_ros.bags import BagFrame, BagReader, kitti_step_sources, write_bag
 from vknet_ros.dds_env import apply_loopback_environment
 from vknet_ros.replay import replay_through_node
@@ -106,7 +106,7 @@ def main() -> int:
         "frames": report.sent, "answered": report.answered, "dropped": report.dropped,
         "node_errors": int(report.node_diagnostics.get("errors", -1)), "wall_s": round(report.wall_s, 1),
         **summarise(samples, args.warmup), "samples": samples,
-        "cpu": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
+        "cpu": describe_cpu(), "date": time.strftime("%Y-%m-%d"),
         "command": " ".join(["python", *sys.argv]),
     }
     print(f"\n| frames | answered | node errors | RSS after warm-up -> end (MB) | growth | slope, 2nd half "

@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import itertools
 import json
-import platform
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vknet_model.machine import describe_cpu
 
 TUNING_SEED, TUNING_FIRST = 7, 2000
 
@@ -56,17 +57,6 @@ class RecordingBackend:
     def record(self) -> None:
         """Forget the recording and record the next ``infer`` calls afresh."""
         self.outputs, self._replay = [], None
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else the architecture."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def parse_grid(items: list[str], *configs: Any) -> dict[str, list[Any]]:
@@ -150,7 +140,7 @@ def run(model: Path | None, data: Path, split: str, grid: dict[str, list[Any]]) 
             rows.append({"setting": name, **dataclasses.asdict(postprocess), **dataclasses.asdict(tracker),
                          **score(tracker, shapes)})
     return {"model": str(model), "data": str(data), "split": split, "frames": sum(len(f) for f in labels),
-            "network_s": round(network_s, 1), "cpu": cpu_name(), "rows": rows}
+            "network_s": round(network_s, 1), "cpu": describe_cpu(), "rows": rows}
 
 
 def main() -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import platform
 import resource
 import sys
 import tempfile
@@ -37,21 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from vknet_model.backends import BACKEND_NAMES
+from vknet_model.machine import cpu_flags, describe_cpu
 from vknet_model.percentile import percentile
 from vknet_ros.node_settings import TORCH_PRECISIONS
 
 STAGES = ("preprocess", "network", "tracker", "postprocess", "messages")
 INT8 = "onnxruntime-int8"  # the fp32 export quantised, on ONNX Runtime
 BENCH_BACKENDS = (*BACKEND_NAMES, INT8)
-
-
-def cpu_flags() -> list[str]:
-    """The CPU features int8 and bf16 speed depends on (VNNI, AMX, AVX-512 BF16), from /proc/cpuinfo."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return []
-    return sorted(f for f in flags if "vnni" in f or f.startswith("amx") or f in ("avx512_bf16", "avx512f", "avx2"))
 
 
 def schedule(backends: list[str], frames: int, warmup: int, block: int) -> list[tuple[str, int, bool]]:
@@ -246,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
                  else "-" for s in (*STAGES, "end_to_end")]
         print(f"{row['backend']:<16} " + " ".join(f"{c:>12}" for c in cells))
     result: dict[str, Any] = {
-        "machine": f"{platform.node()} {platform.machine()}", "date": time.strftime("%Y-%m-%d"),
+        "machine": describe_cpu(), "date": time.strftime("%Y-%m-%d"),
         "config": config, "device": args.device, "frames": args.frames, "warmup": args.warmup,
         "peak_rss_mb": peak_rss, "rss_before_timing_mb": rss_before, "results": rows,
     }
