@@ -279,6 +279,13 @@ class _Run:
         """Training time of the whole run so far, earlier sittings included (what its files record)."""
         return self.seconds_before + time.perf_counter() - self.started
 
+    def _save_last(self, done: int) -> None:
+        """Write ``last.pt``: everything a later sitting needs to go on exactly where this one is (the time
+        unrounded: a first sitting shorter than a rounding step must still count)."""
+        save_checkpoint(self.last, self.net, self.cfg, step=done, optimizer=self.optimizer.state_dict(),
+                        scene_base=self.scene_base, scenes_after=self._scenes_after(done),
+                        train_seconds=self._seconds())
+
     def _scenes_after(self, steps: int) -> int:
         """Synthetic scene numbers below this may have been drawn by the weights after ``steps`` iterations."""
         return self.scene_base + _scenes_generated(steps, self.cfg.train.batch_size * self.env.world)
@@ -335,9 +342,7 @@ class _Run:
             if self.log_rows:
                 _append_csv(self.opts.out / "metrics.csv", self.log_rows)
                 self.log_rows = []
-            save_checkpoint(self.last, self.net, self.cfg, step=done, optimizer=self.optimizer.state_dict(),
-                            scene_base=self.scene_base, scenes_after=self._scenes_after(done),
-                            train_seconds=round(self._seconds(), 1))
+            self._save_last(done)
             _LOG.info("time limit of %.0f s reached at iteration %d/%d: %s holds the run, the same command "
                       "resumes it", self.opts.time_limit_s, done, self.iters, self.last)
         return self.last
@@ -380,9 +385,7 @@ class _Run:
             _LOG.info("it %d/%d loss %.4f lr %.2e grad %.2f (%.1f frames/s)", done, self.iters, loss, row["lr"],
                       grad_norm, rate)
         if done % t.checkpoint_every == 0 or final:
-            save_checkpoint(self.last, self.net, self.cfg, step=done, optimizer=self.optimizer.state_dict(),
-                            scene_base=self.scene_base, scenes_after=self._scenes_after(done),
-                            train_seconds=round(self._seconds(), 1))
+            self._save_last(done)
         if self.held_out and ((t.val_every and done % t.val_every == 0) or final):
             self.validate(done)
         return row
@@ -403,7 +406,7 @@ class _Run:
             _check_replicas(self.net, self.env, self.opts.out)
         if self.env.main:
             seconds = self._seconds()
-            save_checkpoint(final, self.net, self.cfg, step=self.iters, train_seconds=round(seconds, 1),
+            save_checkpoint(final, self.net, self.cfg, step=self.iters, train_seconds=seconds,
                             scenes_after=self._scenes_after(self.iters))
             _LOG.info("wrote %s after %d iterations (%.0f s of training, %.0f s of them in this sitting)", final,
                       self.iters, seconds, seconds - self.seconds_before)
