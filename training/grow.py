@@ -1,14 +1,21 @@
-"""Start a deeper network from a trained shallower one: more kernel update stages, everything else kept.
+"""Start a larger network from a trained smaller one: more kernel update stages, a backbone twice as wide, or both.
 
-A run from scratch costs days on a CPU; an extra update stage initialised from trained ones starts where the
-smaller network stopped (its masks and classes are the old ones from the first step) and only has to learn
-what the added refinement buys. K-Net's stages all have the same shape, so a stage's weights fit any other;
-only the last stage carries Video K-Net's kernel fusion.
+A run from scratch costs days on a CPU; a larger network initialised from trained weights starts where the
+smaller one stopped and only has to learn what the added capacity buys.
 
-Mapping for ``n`` -> ``m`` stages (``m > n``): new stage ``i < n - 1`` is old stage ``i``; the new middle
-stages ``n - 1 .. m - 2`` are copies of the old last stage without its fusion blocks; the new last stage is
-the old last stage, fusion included. Each new middle stage therefore repeats the old network's final
-refinement, which the losses on every stage then specialise.
+**Deeper** (``n`` -> ``m`` stages, ``m > n``). K-Net's stages all have the same shape, so a stage's weights
+fit any other; only the last stage carries Video K-Net's kernel fusion. New stage ``i < n - 1`` is old stage
+``i``; the new middle stages ``n - 1 .. m - 2`` are copies of the old last stage without its fusion blocks;
+the new last stage is the old last stage, fusion included. Each new middle stage repeats the old network's
+final refinement, which the losses on every stage then specialise.
+
+**Wider backbone** (``backbone_width`` w -> 2w, Net2Net's widening). Every backbone channel becomes two
+copies, ordered so that each GroupNorm group of the wide network holds exactly the channels (twice) of one
+group of the narrow one: group statistics, and so the function, are unchanged. A layer reading widened
+channels sees each input twice, so its weights on them are halved; the FPN's lateral convolutions are the
+only layers outside the backbone that read them. Identical copies would also receive identical gradients
+forever, so the copies' weights get noise of ``noise`` x each tensor's standard deviation: the wide network
+starts within that noise of the narrow one's outputs and can then use its extra channels.
 """
 
 from __future__ import annotations
@@ -17,9 +24,12 @@ from dataclasses import dataclass
 
 import torch
 
+from vknet_model.backbone import group_count
 from vknet_model.network import VKNet
 
 _STAGES = "stages."
+_READS_BACKBONE = ("backbone.", "fpn.lateral.")  # tensors whose channels follow the backbone's width
+WIDEN_NOISE = 0.01
 
 
 @dataclass(frozen=True)
@@ -29,22 +39,55 @@ class GrowthReport:
     old_stages: int
     new_stages: int
     copied: tuple[int, ...]  # new stage indices initialised from the old last stage's update (no fusion)
+    old_width: int
+    new_width: int
 
     def summary(self) -> str:
-        return (f"grew {self.old_stages} -> {self.new_stages} update stages: stages "
-                f"{', '.join(map(str, self.copied))} start as copies of the old last stage")
+        parts = []
+        if self.new_stages != self.old_stages:
+            parts.append(f"grew {self.old_stages} -> {self.new_stages} update stages: stages "
+                         f"{', '.join(map(str, self.copied))} start as copies of the old last stage")
+        if self.new_width != self.old_width:
+            parts.append(f"widened the backbone {self.old_width} -> {self.new_width} channels: each old channel "
+                         f"twice, outputs kept up to {WIDEN_NOISE:g} x noise")
+        return "; ".join(parts)
 
 
-def grow_into(net: VKNet, old: VKNet) -> GrowthReport:
-    """Load ``old``'s weights into ``net``, which has more update stages and is otherwise the same network.
+def grow_into(net: VKNet, old: VKNet, *, noise: float = WIDEN_NOISE, seed: int = 0) -> GrowthReport:
+    """Load ``old``'s weights into ``net``, which has more update stages and/or a backbone twice as wide and is
+    otherwise the same network.
 
     Raises:
-        ValueError: ``net`` does not have more stages than ``old``, or some other weight differs in shape.
+        ValueError: ``net`` is not larger than ``old`` in these two ways only.
     """
     n, m = len(old.stages), len(net.stages)
-    if m <= n:
-        raise ValueError(f"growing needs more update stages than the checkpoint's {n}, not {m}")
-    source = old.state_dict()
+    w, wide = old.backbone.width, net.backbone.width
+    if m < n or (m == n and wide == w):
+        raise ValueError(f"growing needs more update stages than the checkpoint's {n} or a backbone twice as "
+                         f"wide as its {w} channels")
+    if wide not in (w, 2 * w):
+        raise ValueError(f"a backbone can only be widened to twice its width ({w} -> {2 * w}), not to {wide}")
+    mapped = _deeper(old.state_dict(), n, m)
+    target = net.state_dict()
+    missing = sorted(set(target) - set(mapped))
+    unexpected = sorted(set(mapped) - set(target))
+    if missing or unexpected:
+        raise ValueError("the networks differ beyond their number of stages and backbone width: "
+                         f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+    generator = torch.Generator().manual_seed(seed)
+    for key, value in list(mapped.items()):
+        if value.shape == target[key].shape:
+            continue
+        if wide == w or not key.startswith(_READS_BACKBONE):
+            raise ValueError(f"the networks differ beyond their number of stages and backbone width: {key} "
+                             f"{tuple(value.shape)} -> {tuple(target[key].shape)}")
+        mapped[key] = _widened(key, value, target[key].shape, noise, generator)
+    net.load_state_dict(mapped)
+    return GrowthReport(old_stages=n, new_stages=m, copied=tuple(range(n - 1, m - 1)), old_width=w, new_width=wide)
+
+
+def _deeper(source: dict[str, torch.Tensor], n: int, m: int) -> dict[str, torch.Tensor]:
+    """``source`` (``n`` stages) renamed onto ``m`` stages as the module docstring says."""
     mapped: dict[str, torch.Tensor] = {}
     for key, value in source.items():
         if not key.startswith(_STAGES):
@@ -59,12 +102,42 @@ def grow_into(net: VKNet, old: VKNet) -> GrowthReport:
             if not rest.startswith(("fusion.", "fusion_updator.")):
                 for j in range(n - 1, m - 1):
                     mapped[f"{_STAGES}{j}.{rest}"] = value
-    target = net.state_dict()
-    missing = sorted(set(target) - set(mapped))
-    unexpected = sorted(set(mapped) - set(target))
-    wrong = sorted(k for k in set(mapped) & set(target) if mapped[k].shape != target[k].shape)
-    if missing or unexpected or wrong:
-        raise ValueError("the networks differ beyond their number of stages: "
-                         f"missing {missing[:3]}, unexpected {unexpected[:3]}, other shape {wrong[:3]}")
-    net.load_state_dict(mapped)
-    return GrowthReport(old_stages=n, new_stages=m, copied=tuple(range(n - 1, m - 1)))
+    return mapped
+
+
+def copy_sources(channels: int) -> torch.Tensor:
+    """For each of ``2 * channels`` wide channels, the narrow channel it copies (int64 [2C]).
+
+    Wide group ``g`` (of :func:`group_count` groups) is narrow group ``g mod G``, position ``p`` in it narrow
+    position ``p mod s``: 16 -> 32 channels (4 -> 8 groups of 4) repeats the whole layout, 128 -> 256 (32
+    groups of 4 -> 32 groups of 8) repeats each group's channels inside it. Either way every narrow channel
+    appears exactly twice and every wide group's statistics are its narrow group's.
+    """
+    groups, wide_groups = group_count(channels), group_count(2 * channels)
+    size, wide_size = channels // groups, 2 * channels // wide_groups
+    j = torch.arange(2 * channels)
+    return (j // wide_size % groups) * size + (j % wide_size) % size
+
+
+def _widened(key: str, value: torch.Tensor, shape: torch.Size, noise: float,
+             generator: torch.Generator) -> torch.Tensor:
+    out = value
+    for dim, (old, new) in enumerate(zip(value.shape, shape, strict=True)):
+        if new == old:
+            continue
+        if new != 2 * old:
+            raise ValueError(f"{key}: dimension {dim} goes {old} -> {new}, not twice as wide")
+        sources = copy_sources(old)
+        out = out.index_select(dim, sources)
+        if dim == 1:  # a layer's input channels: each narrow input now arrives twice
+            out = out / 2
+    if out.dim() == 4 and noise > 0 and shape[0] != value.shape[0]:
+        # Only the copies get noise: the first occurrence of each channel keeps the narrow network's weights.
+        seen: set[int] = set()
+        copy = torch.zeros(shape[0], dtype=torch.bool)
+        for index, source in enumerate(copy_sources(value.shape[0]).tolist()):
+            copy[index] = source in seen
+            seen.add(source)
+        jitter = torch.randn(out.shape, generator=generator) * noise * float(value.std())
+        out = out + torch.where(copy[:, None, None, None], jitter, torch.zeros_like(out))
+    return out.contiguous()

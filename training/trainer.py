@@ -213,12 +213,16 @@ def model_difference(a: VKNetConfig, b: VKNetConfig) -> str:
                      if k not in _INFERENCE_ONLY and left.get(k) != right.get(k))
 
 
-def _deeper_only(init: VKNetConfig, cfg: VKNetConfig) -> bool:
-    """``cfg`` is ``init``'s network with more update stages (``--init`` then grows it: training/grow.py)."""
+def _growable(init: VKNetConfig, cfg: VKNetConfig) -> bool:
+    """``cfg`` is ``init``'s network with more update stages and/or a backbone twice as wide (``--init`` then
+    grows it: training/grow.py)."""
     left, right = init.to_dict()["model"], cfg.to_dict()["model"]
-    left.pop("num_stages"), right.pop("num_stages")
+    for key in ("num_stages", "backbone_width"):
+        left.pop(key), right.pop(key)
+    a, b = init.model, cfg.model
     return (_weights_part("model", left) == _weights_part("model", right)
-            and cfg.model.num_stages > init.model.num_stages)
+            and a.num_stages <= b.num_stages and b.backbone_width in (a.backbone_width, 2 * a.backbone_width)
+            and (a.num_stages, a.backbone_width) != (b.num_stages, b.backbone_width))
 
 
 def _weights_part(section: str, values: Any) -> Any:
@@ -421,9 +425,10 @@ def _initial_net(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> tuple
     if opts.init is not None:
         init_cfg, init_net, init_payload = load_checkpoint(opts.init)
         difference = model_difference(init_cfg, cfg)
-        if difference and not _deeper_only(init_cfg, cfg):
+        if difference and not _growable(init_cfg, cfg):
             raise CheckpointError(f"--init {opts.init} holds another network than this config's ({difference}): "
-                                  "start from weights of the same model (or of one with fewer num_stages)")
+                                  "start from weights of the same model (or of one with fewer num_stages or "
+                                  "half the backbone_width)")
         if difference:
             growth = grow_into(net, init_net)
             if env.main:

@@ -22,8 +22,13 @@ def norm_factory(norm: str) -> NormFactory:
     if norm in ("bn", "frozen_bn"):
         return nn.BatchNorm2d
     if norm == "gn":
-        return lambda channels: nn.GroupNorm(min(32, max(1, channels // 4)), channels)
+        return lambda channels: nn.GroupNorm(group_count(channels), channels)
     raise ValueError(f"unknown backbone norm {norm!r} (frozen_bn, gn or bn)")
+
+
+def group_count(channels: int) -> int:
+    """GroupNorm groups for ``channels``: groups of at least 4 channels, at most 32 groups."""
+    return min(32, max(1, channels // 4))
 
 # depth -> (block type, blocks per stage)
 _LAYOUTS: dict[int, tuple[str, tuple[int, int, int, int]]] = {

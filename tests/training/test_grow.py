@@ -1,4 +1,5 @@
-"""Growing a trained network to more update stages (training/grow.py), directly and through ``--init``."""
+"""Growing a trained network to more update stages or a wider backbone (training/grow.py), directly and through
+``--init``."""
 
 from __future__ import annotations
 
@@ -7,17 +8,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.grow import grow_into
+from training.grow import copy_sources, grow_into
 from training.trainer import RunOptions, train
-from vknet_model.checkpoint import load_checkpoint, save_checkpoint
+from vknet_model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vknet_model.config import VKNetConfig, config_from_dict, resolve_config
 from vknet_model.network import build_model
 
 
-def _small(stages: int, channels: int = 32) -> VKNetConfig:
+def _small(stages: int, channels: int = 32, width: int = 8, norm: str = "gn") -> VKNetConfig:
     values = resolve_config("tiny").to_dict()
-    values["model"].update(backbone_width=8, channels=channels, num_proposals=4, num_stages=stages, num_heads=2,
-                           ffn_dim=32, embed_dim=8, norm_groups=4, input_height=64, input_width=128,
+    values["model"].update(backbone_width=width, backbone_norm=norm, channels=channels, num_proposals=4,
+                           num_stages=stages, num_heads=2, ffn_dim=32, embed_dim=8, norm_groups=4,
+                           input_height=64, input_width=128,
                            kernel_fusion=True)  # the last stage carries fusion: the mapping must keep it last
     return config_from_dict(values)
 
@@ -53,6 +55,53 @@ def test_growing_refuses_fewer_stages_or_another_width() -> None:
         grow_into(build_model(_small(3, channels=16)), build_model(_small(2)))
 
 
+@pytest.mark.parametrize("channels", [8, 16, 128])
+def test_each_narrow_channel_is_copied_twice_and_groups_keep_their_members(channels: int) -> None:
+    sources = copy_sources(channels)
+    assert sorted(sources.tolist()) == sorted(2 * list(range(channels)))
+    narrow_groups = min(32, channels // 4)
+    wide_groups = min(32, 2 * channels // 4)
+    narrow_group = sources // (channels // narrow_groups)
+    for g, members in enumerate(narrow_group.view(wide_groups, -1)):
+        assert set(members.tolist()) == {g % narrow_groups}  # a wide group copies one narrow group
+
+
+@pytest.mark.parametrize("norm", ["gn", "bn"])
+def test_a_backbone_twice_as_wide_computes_the_same_masks(norm: str) -> None:
+    torch.manual_seed(0)
+    old, new = build_model(_small(2, norm=norm)), build_model(_small(3, width=16, norm=norm))
+    for module in old.modules():  # non-trivial norm parameters and statistics, as after training
+        if isinstance(module, (torch.nn.GroupNorm, torch.nn.BatchNorm2d)):
+            torch.nn.init.normal_(module.weight, 1.0, 0.3)
+            torch.nn.init.normal_(module.bias, 0.0, 0.3)
+        if isinstance(module, torch.nn.BatchNorm2d):
+            assert module.running_mean is not None and module.running_var is not None
+            module.running_mean.normal_(0.0, 0.3)
+            module.running_var.uniform_(0.5, 2.0)
+    report = grow_into(new, old, noise=0.0)
+    assert (report.old_width, report.new_width, report.new_stages) == (8, 16, 3)
+    assert "widened the backbone 8 -> 16" in report.summary() and "grew 2 -> 3" in report.summary()
+    old.eval(), new.eval()
+    image = torch.randn(1, 3, 64, 128)
+    with torch.no_grad():
+        narrow, wide = old.fpn(old.backbone(image)), new.fpn(new.backbone(image))
+        for a, b in zip(narrow, wide, strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+        # With the default noise the copies differ (else they would train as one) but the outputs stay close.
+        grow_into(new, old)
+        noisy = new.fpn(new.backbone(image))
+        convs = [m for m in new.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+        first = convs[0].weight
+        assert not torch.equal(first[:8], first[8:])
+        for a, b in zip(narrow, noisy, strict=True):
+            assert 0 < float((a - b).abs().max()) < 0.1 * float(a.abs().max())
+
+
+def test_widening_refuses_other_factors() -> None:
+    with pytest.raises(ValueError, match="twice its width"):
+        grow_into(build_model(_small(2, width=24)), build_model(_small(2)))
+
+
 def test_init_from_a_shallower_checkpoint_grows_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from vknet_cli import main
 
@@ -80,3 +129,23 @@ def test_init_from_a_shallower_checkpoint_grows_it(tmp_path: Path, caplog: pytes
     code = main(["train", "--config", str(deeper), "--synthetic", "--out", str(tmp_path / "back"),
                  "--init", str(deep), "--iters", "1", "--no-progress"])
     assert code == 2
+
+
+def test_init_from_a_narrower_checkpoint_widens_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(0)
+    narrow = tmp_path / "narrow.pt"
+    save_checkpoint(narrow, build_model(_small(2)), _small(2), step=0)
+    values = _small(2, width=16).to_dict()
+    values["train"].update(crop=[64, 128], input_scale=0.5, scale_range=[0.9, 1.1], iters=1, warmup_iters=1,
+                           lr_steps=[], batch_size=1, val_every=0, workers=0)
+    caplog.set_level("INFO")
+    train(config_from_dict(values), RunOptions(data=None, out=tmp_path / "run", synthetic=True, iters=1,
+                                               val_split=None, progress=False, init=narrow))
+    assert "widened the backbone 8 -> 16 channels" in caplog.text
+    cfg, _, _ = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert cfg.model.backbone_width == 16
+    # Three times as wide has no function-keeping mapping: refused before any training.
+    values["model"]["backbone_width"] = 24
+    with pytest.raises(CheckpointError, match="half the backbone_width"):
+        train(config_from_dict(values), RunOptions(data=None, out=tmp_path / "run3", synthetic=True, iters=1,
+                                                   val_split=None, progress=False, init=narrow))
