@@ -369,11 +369,12 @@ def test_thresholds_change_at_run_time_and_bad_values_are_refused(harness: Harne
     ok: SetParametersResult = node.set_parameters([Parameter("instance_score_thr", value=0.9)])[0]
     assert ok.successful and node.pipeline is not None
     assert node.pipeline.postprocess.instance_score_thr == 0.9
-    assert node.set_parameters([Parameter("match_score_thr", value=0.7)])[0].successful
-    assert node.pipeline.tracker_config.match_score_thr == 0.7
+    assert node.set_parameters([Parameter("match_score_thr", value=0.75)])[0].successful
+    assert node.pipeline.tracker_config.match_score_thr == 0.75
+    before = node.pipeline.postprocess.overlap_thr
     refused = node.set_parameters([Parameter("overlap_thr", value=1.5)])[0]
     assert not refused.successful and "[0, 1]" in refused.reason
-    assert node.pipeline.postprocess.overlap_thr == 0.6
+    assert node.pipeline.postprocess.overlap_thr == before != 1.5
     static = node.set_parameters([Parameter("backend", value="torch")])[0]
     assert not static.successful and "configure" in static.reason
 
