@@ -6,7 +6,9 @@ STQ says *how much* is lost; this says *where*. For every ground-truth thing of 
 * panoptic output (what users see): found (a segment with IoU > 0.5), merged (the segment covering most of it
   also covers > 30 % of another thing), missed (no segment reaches IoU 0.2), the rest "partial";
 * network kernels: some thing kernel's mask (sigmoid > 0.5, at the mask stride) has IoU > 0.5 with it at any
-  score, and at a score the assembly lets vote (``instance_score_thr``).
+  score, and at a score the assembly lets vote (``instance_score_thr``);
+* "dropped": not found in the output although such a kernel votes, and the assembly kept none of them (their
+  segments failed ``overlap_thr``: a neighbour won too much of their masks).
 
 "kernel found" well above "panoptic found" means the network has the mask but the scores or the assembly lose
 it; "kernel found" low means the network itself does not separate the thing. The model runs through the
@@ -30,7 +32,7 @@ import numpy as np
 from vknet_model.machine import describe_cpu
 
 AREA_BINS = (0, 500, 1500, 4000, 15000)          # pixels at full resolution; the last bin is open
-COUNTS = ("things", "found", "merged", "partial", "missed", "kernel_found", "kernel_found_scored")
+COUNTS = ("things", "found", "merged", "partial", "missed", "kernel_found", "kernel_found_scored", "dropped")
 
 
 def _bin(area: int) -> int:
@@ -38,13 +40,15 @@ def _bin(area: int) -> int:
 
 
 def frame_errors(gt: np.ndarray, pred: np.ndarray, kernel_masks: np.ndarray, kernel_scores: np.ndarray,
-                 score_thr: float, label_divisor: int) -> tuple[np.ndarray, int]:
+                 score_thr: float, label_divisor: int,
+                 kernel_kept: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Counts [len(AREA_BINS), len(COUNTS)] of one frame, and its predicted thing segments matching no thing.
 
     Args:
         gt, pred: int [H, W] panoptic ids (class * divisor + instance; instance 0 = no thing).
         kernel_masks: bool [P, H, W] the thing kernels' masks on the image grid.
         kernel_scores: float [P] their thing scores.
+        kernel_kept: bool [P] the assembly kept the kernel's segment (``None``: all kept, nothing "dropped").
     """
     counts = np.zeros((len(AREA_BINS), len(COUNTS)), dtype=np.int64)
     things = [v for v in np.unique(gt) if v % label_divisor]
@@ -63,7 +67,8 @@ def frame_errors(gt: np.ndarray, pred: np.ndarray, kernel_masks: np.ndarray, ker
                 iou = overlap / (area + seg_masks[seg].sum() - overlap)
                 if iou > best_iou:
                     best, best_iou = seg, iou
-        if best is not None and best_iou > 0.5:
+        found = best is not None and best_iou > 0.5
+        if found:
             row[1] += 1
             matched.add(int(best))
         elif best is None or best_iou < 0.2:
@@ -75,7 +80,10 @@ def frame_errors(gt: np.ndarray, pred: np.ndarray, kernel_masks: np.ndarray, ker
         inter = (kernel_masks & mask).reshape(len(kernel_masks), -1).sum(1)
         kernel_iou = inter / np.maximum(kernel_area + area - inter, 1)
         row[5] += bool((kernel_iou > 0.5).any())
-        row[6] += bool(((kernel_iou > 0.5) & (kernel_scores >= score_thr)).any())
+        voting = (kernel_iou > 0.5) & (kernel_scores >= score_thr)
+        row[6] += bool(voting.any())
+        if kernel_kept is not None:
+            row[7] += bool(not found and voting.any() and not (voting & kernel_kept).any())
     return counts, len([s for s in segments if int(s) not in matched])
 
 
@@ -85,7 +93,7 @@ def run(model: Path, data: Path, sequences: int) -> dict[str, object]:
 
     from vknet_data.datasets import kitti_step_sequences, read_rgb
     from vknet_eval.evaluate import FRAME_PERIOD_S
-    from vknet_model.network import KernelOutputs
+    from vknet_model.network import KernelOutputs, VKNetOutput
     from vknet_model.pipeline import Pipeline
 
     pipeline = Pipeline.from_model(model, backend="torch")
@@ -95,6 +103,14 @@ def run(model: Path, data: Path, sequences: int) -> dict[str, object]:
     captured: list[KernelOutputs] = []
     net = pipeline.backend.frame_net.net  # type: ignore[attr-defined]  # the torch backend's VKNet
     net.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
+    assembled: list[VKNetOutput] = []
+    infer = pipeline.backend.infer
+
+    def infer_and_keep(*inputs: torch.Tensor) -> VKNetOutput:
+        assembled.append(infer(*inputs))
+        return assembled[-1]
+
+    pipeline.backend.infer = infer_and_keep  # type: ignore[method-assign, assignment]
     seqs = kitti_step_sequences(data, "val", divisor)[:sequences]
     counts = np.zeros((len(AREA_BINS), len(COUNTS)), dtype=np.int64)
     false_segments = frames = 0
@@ -103,13 +119,15 @@ def run(model: Path, data: Path, sequences: int) -> dict[str, object]:
             pipeline.reset(f"sequence {seq.name}")
             for t, path in enumerate(seq.images):
                 captured.clear()
+                assembled.clear()
                 result = pipeline.step(read_rgb(path), stamp=t * FRAME_PERIOD_S, frame_id=seq.name)
                 out = captured[-1]
                 masks = (out.mask_logits[-1][0, :proposals] > 0).permute(1, 2, 0).to(torch.uint8).cpu().numpy()
                 scores = out.cls_logits[-1][0, :proposals, :things].sigmoid().amax(1).cpu().numpy()
                 grid = result.upsample(masks).astype(bool).transpose(2, 0, 1)  # [P, H, W]
+                kept = assembled[-1].slot_keep[:proposals].cpu().numpy()
                 frame_counts, false = frame_errors(seq.labels[t](), result.panoptic.astype(np.int64), grid, scores,
-                                                   pipeline.postprocess.instance_score_thr, divisor)
+                                                   pipeline.postprocess.instance_score_thr, divisor, kept)
                 counts += frame_counts
                 false_segments += false
                 frames += 1

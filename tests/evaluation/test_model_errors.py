@@ -30,10 +30,15 @@ def test_frame_errors_classifies_each_thing() -> None:
     kernels[0, :, 0:20] = True
     kernels[1, :, 30:34] = True
     counts, false = me.frame_errors(gt, pred, kernels, np.array([0.9, 0.2]), 0.35, 1000)
-    found, merged, partial, missed, kernel, scored = counts[0, 1:]   # all three in the smallest area bin
+    found, merged, partial, missed, kernel, scored, dropped = counts[0, 1:]   # all three in the smallest bin
     assert counts[0, 0] == 3 and counts[1:].sum() == 0
     assert (found, merged, partial, missed) == (0, 2, 0, 1)
-    assert (kernel, scored) == (1, 0)                  # the person's kernel exists but would not vote
+    assert (kernel, scored, dropped) == (1, 0, 0)      # the person's kernel exists but would not vote
+    # The person's kernel votes but the assembly dropped its segment: "dropped"; kept, it is not.
+    counts, _ = me.frame_errors(gt, pred, kernels, np.array([0.9, 0.5]), 0.35, 1000, np.array([True, False]))
+    assert counts[0, 7] == 1
+    counts, _ = me.frame_errors(gt, pred, kernels, np.array([0.9, 0.5]), 0.35, 1000, np.array([True, True]))
+    assert counts[0, 7] == 0
     assert false == 1                                  # the merged segment matches no single car
     pred[:, 10:20] = 13006                              # car 2 is its own segment; car 1 keeps half of its own
     pred[:, 0:5] = 7000
@@ -51,5 +56,5 @@ def test_model_errors_runs_on_the_bundled_model(tmp_path: Path) -> None:
     result = me.run(ROOT / "vknet_model" / "assets" / "tiny_synth.pt", tmp_path, 1)
     assert result["frames"] == 3 and result["things"] > 0
     overall = result["overall"]
-    assert overall["kernel_found"] >= overall["kernel_found_scored"]
+    assert overall["kernel_found"] >= overall["kernel_found_scored"] >= overall["dropped"]
     assert abs(sum(overall[k] for k in ("found", "merged", "partial", "missed")) - 1.0) < 1e-9
