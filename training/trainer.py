@@ -203,7 +203,7 @@ def _check_resumable(payload: dict[str, Any], cfg: VKNetConfig, last: Path) -> N
 
 # Model settings that shape no weight: a run may resume with them changed (a larger deployment input, a finer
 # merge stride); every other model or data setting must match the checkpoint.
-_INFERENCE_ONLY = frozenset({"input_height", "input_width", "merge_stride"})
+_INFERENCE_ONLY = frozenset({"input_height", "input_width", "merge_stride", "vote_score_power"})
 
 
 def model_difference(a: VKNetConfig, b: VKNetConfig) -> str:

@@ -103,6 +103,10 @@ class ModelConfig:
     # and refined with P2: small and thin objects keep their shape; decoder ceiling STQ 0.87 -> 0.90).
     mask_stride: int = 8
     merge_stride: int = 4             # panoptic assembly resolution (stride of the slot map), <= mask_stride
+    # A pixel goes to the kernel with the highest score ** vote_score_power x mask probability. Below 1 a
+    # confident mask counts for more against a neighbour's higher score: small things beside larger ones
+    # keep their pixels. An export-time constant of the graph, like merge_stride (no retraining).
+    vote_score_power: float = 1.0
 
     def validate(self) -> None:
         if self.backbone_depth not in (18, 34, 50):
@@ -115,6 +119,8 @@ class ModelConfig:
         if self.merge_stride not in (1, 2, 4, 8) or self.merge_stride > self.mask_stride:
             raise ConfigError(f"model.merge_stride must be 1, 2, 4 or 8 and at most mask_stride "
                               f"({self.mask_stride}), got {self.merge_stride}")
+        if not 0.0 <= self.vote_score_power <= 4.0:
+            raise ConfigError(f"model.vote_score_power must be in [0, 4], got {self.vote_score_power}")
         if self.channels % self.num_heads or self.channels % 2:
             raise ConfigError(f"model.channels ({self.channels}) must be even and divisible by num_heads "
                               f"({self.num_heads})")

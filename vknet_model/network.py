@@ -145,13 +145,15 @@ class FrameNet(nn.Module):
     (ROS parameters) without re-exporting the ONNX file or rebuilding a TensorRT engine.
     """
 
-    def __init__(self, *, net: VKNet, num_thing_classes: int, merge_stride: int) -> None:
+    def __init__(self, *, net: VKNet, num_thing_classes: int, merge_stride: int,
+                 vote_score_power: float = 1.0) -> None:
         super().__init__()
         if net.mask_stride % merge_stride:
             raise ValueError(f"merge_stride {merge_stride} must divide the network's mask stride {net.mask_stride}")
         self.net = net
         self.num_thing_classes = num_thing_classes
         self.merge_stride = merge_stride
+        self.vote_score_power = vote_score_power
 
     def forward(self, image: torch.Tensor, prev_kernels: torch.Tensor, use_prev: torch.Tensor,
                 thresholds: torch.Tensor) -> VKNetOutput:
@@ -172,6 +174,7 @@ class FrameNet(nn.Module):
             num_proposals=self.net.num_proposals, num_thing_classes=self.num_thing_classes,
             instance_score_thr=thresholds[0], overlap_thr=thresholds[1], mask_thr=thresholds[2],
             mask_stride=self.net.mask_stride, upsample=self.net.mask_stride // self.merge_stride,
+            score_power=self.vote_score_power,
         )
         return VKNetOutput(cls_scores, slots.slot_map, slots.semantic_map, slots.scores, slots.labels, slots.keep,
                            slots.areas, slots.boxes, out.kernels.float(), out.embeddings[0].float())
@@ -204,4 +207,4 @@ def build_model(cfg: VKNetConfig) -> VKNet:
 def build_frame_net(cfg: VKNetConfig, net: VKNet | None = None) -> FrameNet:
     """The deployable per-frame network around ``net`` (a fresh one when None)."""
     return FrameNet(net=net if net is not None else build_model(cfg), num_thing_classes=cfg.data.num_things,
-                    merge_stride=cfg.model.merge_stride)
+                    merge_stride=cfg.model.merge_stride, vote_score_power=cfg.model.vote_score_power)

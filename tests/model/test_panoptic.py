@@ -18,7 +18,8 @@ def _mask(rows: slice, cols: slice) -> torch.Tensor:
     return m
 
 
-def _assemble(cls_scores: torch.Tensor, masks: torch.Tensor, sem: torch.Tensor | None = None, **thr: float):  # type: ignore[no-untyped-def]
+def _assemble(cls_scores: torch.Tensor, masks: torch.Tensor, sem: torch.Tensor | None = None,
+              **thr: float):  # type: ignore[no-untyped-def]
     if sem is None:
         sem = torch.zeros(4, 4, 4)
         sem[2] = 1.0  # semantic head says class 2 everywhere
@@ -84,6 +85,21 @@ def test_overlap_threshold_drops_an_occluded_segment_and_semantic_fills_in() -> 
     # A lower overlap threshold (4/12 = 0.33 >= 0.3) keeps B's visible part.
     out = _assemble(_scores((0.9, 0.0), (0.8, 0.0), (0.0, 0.0)), masks, sem, overlap_thr=0.3)
     assert out.keep[1] and out.slot_map[:, 3].tolist() == [1, 1, 1, 1]
+
+
+def test_a_score_power_below_one_lets_a_confident_mask_keep_its_pixels() -> None:
+    # A (score 0.9) has a weak mask (0.6) over columns 0-3; B (score 0.4) a confident one (0.95) over column 3.
+    logit = torch.logit(torch.tensor(0.6))
+    masks = torch.stack([torch.full((4, 4), float(logit)), _mask(slice(0, 4), slice(3, 4)),
+                         _mask(slice(0, 0), slice(0, 0)), _mask(slice(0, 0), slice(0, 0))])
+    masks[1, :, 3] = torch.logit(torch.tensor(0.95))
+    scores = _scores((0.9, 0.0), (0.4, 0.0), (0.0, 0.0))
+    upstream = _assemble(scores, masks)                       # 0.9 x 0.6 = 0.54 beats 0.4 x 0.95 = 0.38
+    assert (upstream.slot_map == 0).all() and not upstream.keep[1]
+    rooted = _assemble(scores, masks, score_power=0.5)        # 0.95 x 0.6 = 0.57 loses to 0.63 x 0.95 = 0.60
+    assert rooted.slot_map[:, 3].tolist() == [1, 1, 1, 1] and rooted.keep[1]
+    assert (rooted.slot_map[:, :3] == 0).all()
+    torch.testing.assert_close(rooted.scores, upstream.scores)  # the reported scores stay the classifier's
 
 
 def test_result_does_not_depend_on_proposal_order() -> None:
