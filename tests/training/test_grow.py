@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,6 +23,21 @@ def _small(stages: int, channels: int = 32, width: int = 8, norm: str = "gn") ->
                            input_height=64, input_width=128,
                            kernel_fusion=True)  # the last stage carries fusion: the mapping must keep it last
     return config_from_dict(values)
+
+
+def _one_iteration(cfg: VKNetConfig) -> dict[str, Any]:
+    """``cfg`` as plain values with a train section that runs one tiny iteration."""
+    values = cfg.to_dict()
+    values["train"].update(crop=[64, 128], input_scale=0.5, scale_range=[0.9, 1.1], iters=1, warmup_iters=1,
+                           lr_steps=[], batch_size=1, val_every=0, workers=0)
+    return values
+
+
+def _train_from(values: dict[str, Any], init: Path, out: Path) -> VKNetConfig:
+    """Train ``values`` one iteration from ``init``; the config of the checkpoint it writes."""
+    train(config_from_dict(values), RunOptions(data=None, out=out, synthetic=True, iters=1, val_split=None,
+                                               progress=False, init=init))
+    return load_checkpoint(out / "model.pt")[0]
 
 
 def test_the_old_stages_land_where_the_mapping_says() -> None:
@@ -109,18 +125,13 @@ def test_init_from_a_shallower_checkpoint_grows_it(tmp_path: Path, caplog: pytes
     shallow = tmp_path / "shallow.pt"
     save_checkpoint(shallow, build_model(_small(2)), _small(2), step=0)
     deeper = tmp_path / "deeper.yaml"
-    values = _small(3).to_dict()
-    values["train"].update(crop=[64, 128], input_scale=0.5, scale_range=[0.9, 1.1], iters=1, warmup_iters=1,
-                           lr_steps=[], batch_size=1, val_every=0, workers=0)
+    values = _one_iteration(_small(3))
     import yaml
 
     deeper.write_text(yaml.safe_dump(values))
     caplog.set_level("INFO")
-    train(config_from_dict(values), RunOptions(data=None, out=tmp_path / "run", synthetic=True, iters=1,
-                                               val_split=None, progress=False, init=shallow))
+    assert _train_from(values, shallow, tmp_path / "run").model.num_stages == 3
     assert "grew 2 -> 3 update stages" in caplog.text
-    cfg, _, _ = load_checkpoint(tmp_path / "run" / "model.pt")
-    assert cfg.model.num_stages == 3
     # The other way round (more stages into fewer) stays one clear refusal.
     deep = tmp_path / "deep.pt"
     save_checkpoint(deep, build_model(_small(3)), _small(3), step=0)
@@ -135,17 +146,11 @@ def test_init_from_a_narrower_checkpoint_widens_it(tmp_path: Path, caplog: pytes
     torch.manual_seed(0)
     narrow = tmp_path / "narrow.pt"
     save_checkpoint(narrow, build_model(_small(2)), _small(2), step=0)
-    values = _small(2, width=16).to_dict()
-    values["train"].update(crop=[64, 128], input_scale=0.5, scale_range=[0.9, 1.1], iters=1, warmup_iters=1,
-                           lr_steps=[], batch_size=1, val_every=0, workers=0)
+    values = _one_iteration(_small(2, width=16))
     caplog.set_level("INFO")
-    train(config_from_dict(values), RunOptions(data=None, out=tmp_path / "run", synthetic=True, iters=1,
-                                               val_split=None, progress=False, init=narrow))
+    assert _train_from(values, narrow, tmp_path / "run").model.backbone_width == 16
     assert "widened the backbone 8 -> 16 channels" in caplog.text
-    cfg, _, _ = load_checkpoint(tmp_path / "run" / "model.pt")
-    assert cfg.model.backbone_width == 16
     # Three times as wide has no function-keeping mapping: refused before any training.
     values["model"]["backbone_width"] = 24
     with pytest.raises(CheckpointError, match="half the backbone_width"):
-        train(config_from_dict(values), RunOptions(data=None, out=tmp_path / "run3", synthetic=True, iters=1,
-                                                   val_split=None, progress=False, init=narrow))
+        _train_from(values, narrow, tmp_path / "run3")
