@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from vknet_model.backbone import group_count
@@ -41,6 +42,7 @@ class GrowthReport:
     copied: tuple[int, ...]  # new stage indices initialised from the old last stage's update (no fusion)
     old_width: int
     new_width: int
+    noise: float  # on the widened copies, x each tensor's standard deviation
 
     def summary(self) -> str:
         parts = []
@@ -49,7 +51,7 @@ class GrowthReport:
                          f"{', '.join(map(str, self.copied))} start as copies of the old last stage")
         if self.new_width != self.old_width:
             parts.append(f"widened the backbone {self.old_width} -> {self.new_width} channels: each old channel "
-                         f"twice, outputs kept up to {WIDEN_NOISE:g} x noise")
+                         f"twice, outputs kept up to {self.noise:g} x noise")
         return "; ".join(parts)
 
 
@@ -83,7 +85,8 @@ def grow_into(net: VKNet, old: VKNet, *, noise: float = WIDEN_NOISE, seed: int =
                              f"{tuple(value.shape)} -> {tuple(target[key].shape)}")
         mapped[key] = _widened(key, value, target[key].shape, noise, generator)
     net.load_state_dict(mapped)
-    return GrowthReport(old_stages=n, new_stages=m, copied=tuple(range(n - 1, m - 1)), old_width=w, new_width=wide)
+    return GrowthReport(old_stages=n, new_stages=m, copied=tuple(range(n - 1, m - 1)), old_width=w, new_width=wide,
+                        noise=noise)
 
 
 def _deeper(source: dict[str, torch.Tensor], n: int, m: int) -> dict[str, torch.Tensor]:
@@ -122,6 +125,7 @@ def copy_sources(channels: int) -> torch.Tensor:
 def _widened(key: str, value: torch.Tensor, shape: torch.Size, noise: float,
              generator: torch.Generator) -> torch.Tensor:
     out = value
+    copy: torch.Tensor | None = None  # widened output channels that are a second occurrence
     for dim, (old, new) in enumerate(zip(value.shape, shape, strict=True)):
         if new == old:
             continue
@@ -131,13 +135,11 @@ def _widened(key: str, value: torch.Tensor, shape: torch.Size, noise: float,
         out = out.index_select(dim, sources)
         if dim == 1:  # a layer's input channels: each narrow input now arrives twice
             out = out / 2
-    if out.dim() == 4 and noise > 0 and shape[0] != value.shape[0]:
-        # Only the copies get noise: the first occurrence of each channel keeps the narrow network's weights.
-        seen: set[int] = set()
-        copy = torch.zeros(shape[0], dtype=torch.bool)
-        for index, source in enumerate(copy_sources(value.shape[0]).tolist()):
-            copy[index] = source in seen
-            seen.add(source)
+        else:
+            copy = torch.ones(new, dtype=torch.bool)
+            copy[np.unique(sources.numpy(), return_index=True)[1]] = False
+    if out.dim() == 4 and noise > 0 and copy is not None:
+        # Only the copies get noise: each channel's first occurrence keeps the narrow network's weights.
         jitter = torch.randn(out.shape, generator=generator) * noise * float(value.std())
         out = out + torch.where(copy[:, None, None, None], jitter, torch.zeros_like(out))
     return out.contiguous()

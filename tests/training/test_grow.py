@@ -11,6 +11,7 @@ import torch
 
 from training.grow import copy_sources, grow_into
 from training.trainer import RunOptions, train
+from vknet_model.backbone import group_count
 from vknet_model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vknet_model.config import VKNetConfig, config_from_dict, resolve_config
 from vknet_model.network import build_model
@@ -75,15 +76,14 @@ def test_growing_refuses_fewer_stages_or_another_width() -> None:
 def test_each_narrow_channel_is_copied_twice_and_groups_keep_their_members(channels: int) -> None:
     sources = copy_sources(channels)
     assert sorted(sources.tolist()) == sorted(2 * list(range(channels)))
-    narrow_groups = min(32, channels // 4)
-    wide_groups = min(32, 2 * channels // 4)
+    narrow_groups, wide_groups = group_count(channels), group_count(2 * channels)
     narrow_group = sources // (channels // narrow_groups)
     for g, members in enumerate(narrow_group.view(wide_groups, -1)):
         assert set(members.tolist()) == {g % narrow_groups}  # a wide group copies one narrow group
 
 
 @pytest.mark.parametrize("norm", ["gn", "bn"])
-def test_a_backbone_twice_as_wide_computes_the_same_masks(norm: str) -> None:
+def test_a_backbone_twice_as_wide_computes_the_same_features(norm: str) -> None:
     torch.manual_seed(0)
     old, new = build_model(_small(2, norm=norm)), build_model(_small(3, width=16, norm=norm))
     for module in old.modules():  # non-trivial norm parameters and statistics, as after training
