@@ -1,4 +1,5 @@
-"""Start a larger network from a trained smaller one: more kernel update stages, a backbone twice as wide, or both.
+"""Start a larger network from a trained smaller one: more kernel update stages, a backbone twice as wide, more
+thing proposals, or several of these.
 
 A run from scratch costs days on a CPU; a larger network initialised from trained weights starts where the
 smaller one stopped and only has to learn what the added capacity buys.
@@ -16,6 +17,13 @@ channels sees each input twice, so its weights on them are halved; the FPN's lat
 only layers outside the backbone that read them. Identical copies would also receive identical gradients
 forever, so the copies' weights get noise of ``noise`` x each tensor's standard deviation: the wide network
 starts within that noise of the narrow one's outputs and can then use its extra channels.
+
+**More proposals** (``N`` -> ``M`` thing kernels). New proposal ``j >= N`` is a twin of old proposal ``j mod
+N`` with ``PROPOSAL_NOISE`` x the weights' standard deviation added. A learned proposal covers a region and a
+kind of object; where two small things stand side by side in its region it can only merge them or miss one.
+Its twin starts on the same region, so Hungarian matching can give each neighbour its own kernel at once,
+instead of waiting for a random new kernel to find the region. The twins' near-equal masks fight in the
+assembly until training has told them apart.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ from vknet_model.network import VKNet
 _STAGES = "stages."
 _READS_BACKBONE = ("backbone.", "fpn.lateral.")  # tensors whose channels follow the backbone's width
 WIDEN_NOISE = 0.01
+_PROPOSALS = "initial.proposals.weight"
+PROPOSAL_NOISE = 0.1  # larger than WIDEN_NOISE: twins must part, while widened copies only add capacity
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,8 @@ class GrowthReport:
     old_width: int
     new_width: int
     noise: float  # on the widened copies, x each tensor's standard deviation
+    old_proposals: int
+    new_proposals: int
 
     def summary(self) -> str:
         parts = []
@@ -52,21 +64,25 @@ class GrowthReport:
         if self.new_width != self.old_width:
             parts.append(f"widened the backbone {self.old_width} -> {self.new_width} channels: each old channel "
                          f"twice, outputs kept up to {self.noise:g} x noise")
+        if self.new_proposals != self.old_proposals:
+            parts.append(f"{self.old_proposals} -> {self.new_proposals} thing proposals: each new one a twin of "
+                         f"an old one with {PROPOSAL_NOISE:g} x noise")
         return "; ".join(parts)
 
 
 def grow_into(net: VKNet, old: VKNet, *, noise: float = WIDEN_NOISE, seed: int = 0) -> GrowthReport:
-    """Load ``old``'s weights into ``net``, which has more update stages and/or a backbone twice as wide and is
-    otherwise the same network.
+    """Load ``old``'s weights into ``net``, which has more update stages, a backbone twice as wide and/or more
+    thing proposals, and is otherwise the same network.
 
     Raises:
-        ValueError: ``net`` is not larger than ``old`` in these two ways only.
+        ValueError: ``net`` is not larger than ``old`` in these ways only.
     """
     n, m = len(old.stages), len(net.stages)
     w, wide = old.backbone.width, net.backbone.width
-    if m < n or (m == n and wide == w):
-        raise ValueError(f"growing needs more update stages than the checkpoint's {n} or a backbone twice as "
-                         f"wide as its {w} channels")
+    p, q = old.num_proposals, net.num_proposals
+    if m < n or q < p or (m, wide, q) == (n, w, p):
+        raise ValueError(f"growing needs more update stages than the checkpoint's {n}, a backbone twice as "
+                         f"wide as its {w} channels or more thing proposals than its {p}")
     if wide not in (w, 2 * w):
         raise ValueError(f"a backbone can only be widened to twice its width ({w} -> {2 * w}), not to {wide}")
     mapped = _deeper(old.state_dict(), n, m)
@@ -74,19 +90,31 @@ def grow_into(net: VKNet, old: VKNet, *, noise: float = WIDEN_NOISE, seed: int =
     missing = sorted(set(target) - set(mapped))
     unexpected = sorted(set(mapped) - set(target))
     if missing or unexpected:
-        raise ValueError("the networks differ beyond their number of stages and backbone width: "
+        raise ValueError("the networks differ beyond their number of stages, backbone width and proposals: "
                          f"missing {missing[:3]}, unexpected {unexpected[:3]}")
     generator = torch.Generator().manual_seed(seed)
     for key, value in list(mapped.items()):
         if value.shape == target[key].shape:
             continue
+        if key == _PROPOSALS and q > p:
+            mapped[key] = _twinned(value, q, generator)
+            continue
         if wide == w or not key.startswith(_READS_BACKBONE):
-            raise ValueError(f"the networks differ beyond their number of stages and backbone width: {key} "
+            raise ValueError(f"the networks differ beyond their number of stages, backbone width and proposals: {key} "
                              f"{tuple(value.shape)} -> {tuple(target[key].shape)}")
         mapped[key] = _widened(key, value, target[key].shape, noise, generator)
     net.load_state_dict(mapped)
     return GrowthReport(old_stages=n, new_stages=m, copied=tuple(range(n - 1, m - 1)), old_width=w, new_width=wide,
-                        noise=noise)
+                        noise=noise, old_proposals=p, new_proposals=q)
+
+
+def _twinned(weight: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """Proposal weights [N, C, 1, 1] -> [count, C, 1, 1]: the old rows, then twins of them with noise."""
+    sources = torch.arange(count) % weight.shape[0]
+    out = weight.index_select(0, sources)
+    jitter = torch.randn(out.shape, generator=generator) * PROPOSAL_NOISE * float(weight.std())
+    twin = (torch.arange(count) >= weight.shape[0])[:, None, None, None]
+    return (out + torch.where(twin, jitter, torch.zeros_like(out))).contiguous()
 
 
 def _deeper(source: dict[str, torch.Tensor], n: int, m: int) -> dict[str, torch.Tensor]:

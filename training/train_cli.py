@@ -42,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing out/last.pt")
     parser.add_argument("--init", type=Path,
                         help="start from this checkpoint's weights (fine-tuning); the config may have more "
-                             "num_stages or twice its backbone_width, which grows the network from them "
-                             "(training/grow.py)")
+                             "num_stages, more num_proposals or twice its backbone_width, which grows the network "
+                             "from them (training/grow.py)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     parser.add_argument("--time-limit", type=float, metavar="MINUTES",
                         help="stop after this many minutes of training, with OUT/last.pt written: the same command "

@@ -214,15 +214,17 @@ def model_difference(a: VKNetConfig, b: VKNetConfig) -> str:
 
 
 def _growable(init: VKNetConfig, cfg: VKNetConfig) -> bool:
-    """``cfg`` is ``init``'s network with more update stages and/or a backbone twice as wide (``--init`` then
-    grows it: training/grow.py)."""
+    """``cfg`` is ``init``'s network with more update stages, a backbone twice as wide and/or more thing
+    proposals (``--init`` then grows it: training/grow.py)."""
+    grown = ("num_stages", "backbone_width", "num_proposals")
     left, right = init.to_dict()["model"], cfg.to_dict()["model"]
-    for key in ("num_stages", "backbone_width"):
+    for key in grown:
         left.pop(key), right.pop(key)
     a, b = init.model, cfg.model
     return (_weights_part("model", left) == _weights_part("model", right)
             and a.num_stages <= b.num_stages and b.backbone_width in (a.backbone_width, 2 * a.backbone_width)
-            and (a.num_stages, a.backbone_width) != (b.num_stages, b.backbone_width))
+            and a.num_proposals <= b.num_proposals
+            and any(getattr(a, key) != getattr(b, key) for key in grown))
 
 
 def _weights_part(section: str, values: Any) -> Any:
@@ -427,8 +429,8 @@ def _initial_net(cfg: VKNetConfig, opts: RunOptions, env: _Distributed) -> tuple
         difference = model_difference(init_cfg, cfg)
         if difference and not _growable(init_cfg, cfg):
             raise CheckpointError(f"--init {opts.init} holds another network than this config's ({difference}): "
-                                  "start from weights of the same model (or of one with fewer num_stages or "
-                                  "half the backbone_width)")
+                                  "start from weights of the same model (or of one with fewer num_stages, "
+                                  "fewer num_proposals or half the backbone_width)")
         if difference:
             growth = grow_into(net, init_net)
             if env.main:

@@ -1,5 +1,5 @@
-"""Growing a trained network to more update stages or a wider backbone (training/grow.py), directly and through
-``--init``."""
+"""Growing a trained network to more update stages, a wider backbone or more proposals (training/grow.py),
+directly and through ``--init``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from training.grow import copy_sources, grow_into
+from training.grow import PROPOSAL_NOISE, copy_sources, grow_into
 from training.trainer import RunOptions, train
 from vknet_model.backbone import group_count
 from vknet_model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -17,9 +17,9 @@ from vknet_model.config import VKNetConfig, config_from_dict, resolve_config
 from vknet_model.network import build_model
 
 
-def _small(stages: int, channels: int = 32, width: int = 8, norm: str = "gn") -> VKNetConfig:
+def _small(stages: int, channels: int = 32, width: int = 8, norm: str = "gn", proposals: int = 4) -> VKNetConfig:
     values = resolve_config("tiny").to_dict()
-    values["model"].update(backbone_width=width, backbone_norm=norm, channels=channels, num_proposals=4,
+    values["model"].update(backbone_width=width, backbone_norm=norm, channels=channels, num_proposals=proposals,
                            num_stages=stages, num_heads=2, ffn_dim=32, embed_dim=8, norm_groups=4,
                            input_height=64, input_width=128,
                            kernel_fusion=True)  # the last stage carries fusion: the mapping must keep it last
@@ -154,3 +154,34 @@ def test_init_from_a_narrower_checkpoint_widens_it(tmp_path: Path, caplog: pytes
     values["model"]["backbone_width"] = 24
     with pytest.raises(CheckpointError, match="half the backbone_width"):
         _train_from(values, narrow, tmp_path / "run3")
+
+
+def test_new_proposals_are_noisy_twins_of_the_old_ones() -> None:
+    torch.manual_seed(0)
+    old, new = build_model(_small(2)), build_model(_small(2, proposals=7))
+    report = grow_into(new, old)
+    assert (report.old_proposals, report.new_proposals) == (4, 7)
+    assert "4 -> 7 thing proposals" in report.summary()
+    before, after = old.initial.proposals.weight.detach(), new.initial.proposals.weight.detach()
+    assert torch.equal(after[:4], before)  # the trained proposals are kept as they were
+    twins = after[4:] - before[:3]  # proposal 4 + j twins proposal j
+    assert float(twins.abs().max()) > 0  # twins differ, else they would train as one ...
+    assert float(twins.std()) == pytest.approx(PROPOSAL_NOISE * float(before.std()), rel=0.3)  # ... by the noise
+    old_sd, new_sd = old.state_dict(), new.state_dict()
+    assert all(torch.equal(new_sd[k], v) for k, v in old_sd.items() if k != "initial.proposals.weight")
+    with pytest.raises(ValueError, match="more thing proposals than its 7"):
+        grow_into(build_model(_small(2, proposals=5)), new)
+
+
+def test_init_from_a_checkpoint_with_fewer_proposals_grows_them(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(0)
+    few = tmp_path / "few.pt"
+    save_checkpoint(few, build_model(_small(2)), _small(2), step=0)
+    values = _one_iteration(_small(2, proposals=8))
+    caplog.set_level("INFO")
+    assert _train_from(values, few, tmp_path / "run").model.num_proposals == 8
+    assert "4 -> 8 thing proposals" in caplog.text
+    values["model"]["num_proposals"] = 2
+    with pytest.raises(CheckpointError, match="fewer num_proposals"):
+        _train_from(values, few, tmp_path / "run2")
