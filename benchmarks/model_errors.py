@@ -61,17 +61,17 @@ def frame_errors(gt: np.ndarray, pred: np.ndarray, kernel_masks: np.ndarray, ker
         area = int(mask.sum())
         row = counts[_bin(area)]
         row[0] += 1
-        best, best_iou = None, 0.0
+        best, best_iou = -1, 0.0  # segment ids are positive
         for seg, overlap in zip(*np.unique(pred[mask], return_counts=True), strict=True):
             if seg % label_divisor:
                 iou = overlap / (area + seg_masks[seg].sum() - overlap)
                 if iou > best_iou:
-                    best, best_iou = seg, iou
-        found = best is not None and best_iou > 0.5
+                    best, best_iou = int(seg), iou
+        found = best > 0 and best_iou > 0.5
         if found:
             row[1] += 1
-            matched.add(int(best))
-        elif best is None or best_iou < 0.2:
+            matched.add(best)
+        elif best < 0 or best_iou < 0.2:
             row[4] += 1
         else:
             covering = seg_masks[best]
