@@ -21,6 +21,12 @@ What is computed, per frame (key and reference) of a training pair:
 and once per pair, on the final stage's matches, QDTrack's multi-positive cross-entropy x0.25 and L2 loss on
 cosine similarity x1.0 over the association embeddings.
 
+Optionally (``loss.vote`` > 0; not K-Net) a vote CE on the final stage: per pixel, softmax cross-entropy over
+all kernels of ``p log score + log sigmoid(mask)``, i.e. of the panoptic assembly's vote ``score ** p x mask``,
+against the kernel that should own the pixel (see :func:`vote_targets`). The mask and class losses train each
+kernel alone; a small thing whose own kernel is right still loses its pixels when a neighbour's higher score
+times a leaking mask outvotes it, and only a loss on the vote itself sees that.
+
 Decisions (each also documented where it is implemented):
 
 * Matching per stage: as K-Net does by default (``post_assign=False``), update stage s
@@ -191,6 +197,55 @@ def rank_targets(thing_masks: torch.Tensor, pred_idx: torch.Tensor, gt_idx: torc
     for p, g in zip(pred_idx.tolist(), gt_idx.tolist(), strict=True):
         owner[thing_masks[g] > 0.5] = p
     return owner
+
+
+def vote_targets(thing_masks: torch.Tensor, semantic: torch.Tensor, pred_idx: torch.Tensor, gt_idx: torch.Tensor,
+                 *, num_proposals: int, num_thing_classes: int) -> torch.Tensor:
+    """Owner map of the vote loss: the kernel the assembly should give each cell.
+
+    Stuff cells (``semantic`` of a stuff class) go to that class's stuff kernel, cells more than half covered
+    by a matched instance to its proposal. Thing cells no matched instance covers by half (crowd, boundaries
+    shared by several things) and void are ignored.
+
+    Args:
+        thing_masks: float [G, h, w] soft instance masks.
+        semantic: long [h, w] network class per cell, 255 = void.
+        pred_idx, gt_idx: long [M] a matching.
+        num_proposals, num_thing_classes: N_p and T (stuff kernel i is kernel N_p + i, class T + i).
+
+    Returns:
+        long [h, w] kernel index, -1 where ignored.
+    """
+    is_stuff = (semantic >= num_thing_classes) & (semantic != IGNORE_INDEX)
+    owner = torch.where(is_stuff, semantic - num_thing_classes + num_proposals, _RANK_IGNORE)
+    for p, g in zip(pred_idx.tolist(), gt_idx.tolist(), strict=True):
+        owner[thing_masks[g] > 0.5] = p
+    return owner
+
+
+def vote_loss(cls_logits: torch.Tensor, mask_logits: torch.Tensor, owner: torch.Tensor, *, num_proposals: int,
+              num_thing_classes: int, power: float, reduction: Reduction = "mean") -> torch.Tensor:
+    """Pixel CE of the assembly's vote: softmax over kernels of ``power * log(score) + log sigmoid(mask)``.
+
+    A kernel's score is what the assembly reads (:func:`vknet_model.panoptic.slot_scores_and_labels`): a thing
+    proposal's best thing-class probability, stuff kernel i's probability of its own class T + i.
+
+    Args:
+        cls_logits: float [N, K] class logits of the final stage.
+        mask_logits: float [N, h, w] its mask logits.
+        owner: long [h, w] from :func:`vote_targets`.
+        num_proposals, num_thing_classes: N_p and T.
+        power: ``model.vote_score_power``.
+        reduction: "mean" over owned cells (0 when none) or "sum".
+
+    Returns:
+        float32 scalar.
+    """
+    n_p, n_t = num_proposals, num_thing_classes
+    stuff = torch.arange(cls_logits.shape[0] - n_p, device=cls_logits.device)
+    score_logits = torch.cat((cls_logits[:n_p, :n_t].max(1).values, cls_logits[n_p + stuff, n_t + stuff]))
+    vote = power * F.logsigmoid(score_logits.float())[:, None, None] + F.logsigmoid(mask_logits.float())
+    return _pixel_ce(vote, owner, _RANK_IGNORE, reduction)
 
 
 def semantic_ce_loss(sem_logits: torch.Tensor, semantic: torch.Tensor, *,
@@ -390,14 +445,15 @@ class VideoKNetCriterion(nn.Module):
     ``(total, components)``: ``total`` is the scalar to back-propagate, ``components`` maps names to the
     *weighted* contributions as floats (they sum to ``components["total"]``): ``init_bce``, ``init_dice``,
     ``init_rank``, ``semantic``, ``s{k}_focal``, ``s{k}_bce``, ``s{k}_dice`` for update stage k = 1..S (the
-    K-Net terms are the key/reference mean), ``track_ce`` and ``track_l2``.
+    K-Net terms are the key/reference mean), ``track_ce`` and ``track_l2``, and ``vote`` when its weight is set.
     """
 
     def __init__(self, *, num_proposals: int, num_thing_classes: int, num_classes: int, weights: LossWeights,
                  focal_alpha: float = 0.25, focal_gamma: float = 2.0, match_previous_stage: bool = True,
                  stage_reduction: Literal["sum", "mean"] = "sum", cost_focal: float = 2.0, cost_dice: float = 4.0,
                  cost_mask_bce: float = 1.0, track_pos_margin: float = 0.0, track_neg_margin: float = 0.1,
-                 track_neg_pos_ub: int = 3, upsample: int = 1, cls_target: Literal["binary", "iou"] = "binary") -> None:
+                 track_neg_pos_ub: int = 3, upsample: int = 1, cls_target: Literal["binary", "iou"] = "binary",
+                 vote_power: float = 1.0) -> None:
         """
         Args:
             num_proposals: N_p thing proposals (the first N_p kernels).
@@ -413,6 +469,7 @@ class VideoKNetCriterion(nn.Module):
             track_pos_margin, track_neg_margin, track_neg_pos_ub: :func:`cosine_l2_loss` parameters.
             upsample: factor from the network's mask resolution to the loss resolution (stride 8 -> 4: 2).
             cls_target: a matched thing's class target: "binary" (1, K-Net) or "iou" (its mask IoU).
+            vote_power: the assembly's ``score ** p`` in the vote loss (``model.vote_score_power``).
         """
         super().__init__()
         if not 0 < num_thing_classes < num_classes:
@@ -440,6 +497,7 @@ class VideoKNetCriterion(nn.Module):
         if cls_target not in ("binary", "iou"):
             raise ValueError(f"cls_target must be 'binary' or 'iou', got {cls_target!r}")
         self.cls_target = cls_target
+        self.vote_power = vote_power
 
     # -- matching ---------------------------------------------------------------------------------------------
 
@@ -556,7 +614,21 @@ class VideoKNetCriterion(nn.Module):
                                                                       out.mask_logits[s])
             terms[f"s{s}_bce"] = scale * w.mask_bce * bce
             terms[f"s{s}_dice"] = scale * w.dice * dice
+        if w.vote > 0:
+            terms["vote"] = w.vote * self._vote_term(out, own[num_stages], targets)
         return terms, own[num_stages]
+
+    def _vote_term(self, out: KernelOutputs, matches: list[Matching], targets: list[FrameTargets]) -> torch.Tensor:
+        """Vote CE of the final stage, with the matches that make its segments (mean over owned cells)."""
+        total, cells = [], 0
+        for b, (m, t) in enumerate(zip(matches, targets, strict=True)):
+            owner = vote_targets(t.thing_masks, t.semantic, m[0], m[1], num_proposals=self.num_proposals,
+                                 num_thing_classes=self.num_thing_classes)
+            total.append(vote_loss(out.cls_logits[-1][b], out.mask_logits[-1][b], owner,
+                                   num_proposals=self.num_proposals, num_thing_classes=self.num_thing_classes,
+                                   power=self.vote_power, reduction="sum"))
+            cells += int((owner != _RANK_IGNORE).sum())
+        return torch.stack(total).sum() / max(cells, 1)
 
     # -- tracking ---------------------------------------------------------------------------------------------
 

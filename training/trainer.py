@@ -265,7 +265,7 @@ class _Run:
             num_proposals=cfg.model.num_proposals, num_thing_classes=cfg.data.num_things,
             num_classes=cfg.data.num_classes, weights=t.loss, cost_focal=t.loss.cost_focal, cost_dice=t.loss.cost_dice,
             cost_mask_bce=t.loss.cost_mask_bce, upsample=self.net.mask_stride // t.loss_stride,
-            cls_target="iou" if t.cls_target == "iou" else "binary")
+            cls_target="iou" if t.cls_target == "iou" else "binary", vote_power=cfg.model.vote_score_power)
         self.batches, source = _training_batches(cfg, opts, env, start=self.start,
                                                  first_scene=self._scenes_after(self.start))
         opts.out.mkdir(parents=True, exist_ok=True)  # once the data is found: a wrong --data leaves no empty run

@@ -177,6 +177,9 @@ class LossWeights:
             as the panoptic assembly's semantic argmax reads it.
         track_ce: multi-positive CE on embedding dot products.
         track_l2: L2 loss on embedding cosine similarity.
+        vote: pixel CE over the final stage's assembly vote ``score ** p x mask`` (``model.vote_score_power``):
+            trains the rule that decides which kernel owns a pixel, which the per-kernel losses never see.
+            Not in K-Net; 0 (off) by default.
         cost_focal, cost_dice, cost_mask_bce: matching cost of each term (2, 4, 1).
     """
 
@@ -189,6 +192,7 @@ class LossWeights:
     semantic: float = 1.0
     track_ce: float = 0.25
     track_l2: float = 1.0
+    vote: float = 0.0
     cost_focal: float = 2.0
     cost_dice: float = 4.0
     cost_mask_bce: float = 1.0
@@ -234,6 +238,9 @@ class TrainConfig:
             raise ConfigError(f"train.cls_target must be 'binary' or 'iou', got {self.cls_target!r}")
         if self.loss_stride not in (1, 2, 4, 8):
             raise ConfigError(f"train.loss_stride must be 1, 2, 4 or 8, got {self.loss_stride}")
+        negative = [f.name for f in dataclasses.fields(self.loss) if getattr(self.loss, f.name) < 0]
+        if negative:
+            raise ConfigError(f"train.loss weights and costs must be >= 0, got negative {', '.join(negative)}")
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ def test_unknown_section_is_an_error() -> None:
     ({"model": {"input_height": 100}}, "multiple of 32"),
     ({"data": {"void_id": 3}}, "collides"),
     ({"train": {"cls_target": "soft"}}, "train.cls_target must be 'binary' or 'iou'"),
+    ({"train": {"loss": {"vote": -1.0, "dice": -4}}}, "must be >= 0, got negative dice, vote"),
 ])
 def test_bad_values_are_rejected(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

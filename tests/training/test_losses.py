@@ -24,6 +24,8 @@ from training.losses import (
     semantic_ce_loss,
     sigmoid_focal_loss,
     targets_from_panoptic,
+    vote_loss,
+    vote_targets,
 )
 from vknet_model.config import DataConfig, resolve_config
 from vknet_model.network import KernelOutputs, build_model
@@ -103,6 +105,35 @@ def test_rank_targets_from_matches() -> None:
     owner = rank_targets(thing_masks, torch.tensor([3]), torch.tensor([1]))
     # instance 0 unmatched -> ignored; instance 1 -> proposal 3 where it covers more than half; the rest nobody's
     assert owner.tolist() == [[-1, 3, -1, -1]]
+
+
+def test_vote_targets_give_stuff_to_its_kernel_and_things_to_their_proposal() -> None:
+    # 2 proposals, 1 thing class, 2 stuff classes (kernels 2, 3); cells: thing 0, boundary, stuff 1, stuff 2, void
+    thing_masks = torch.tensor([[[1.0, 0.5, 0.0, 0.0, 0.0]], [[0.0, 0.4, 0.0, 0.0, 0.0]]])
+    semantic = torch.tensor([[0, 0, 1, 2, 255]])
+    owner = vote_targets(thing_masks, semantic, torch.tensor([1]), torch.tensor([0]), num_proposals=2,
+                         num_thing_classes=1)
+    assert owner.tolist() == [[1, -1, 2, 3, -1]]  # the shared boundary cell and void belong to nobody
+
+
+def test_vote_loss_is_the_ce_of_score_power_times_mask() -> None:
+    # kernel 0: a thing proposal (score = best thing class), kernel 1: stuff class 1's kernel; 2 cells
+    cls = torch.tensor([[2.0, -9.0], [-9.0, 0.0]])                  # [N=2, K=2]: thing 0, stuff 1
+    masks = torch.tensor([[[3.0, 1.0]], [[-1.0, 2.0]]])              # [N, 1, 2]
+    owner = torch.tensor([[0, 1]])
+    sig = torch.sigmoid
+    for power in (1.0, 0.5, 0.0):
+        w0, w1 = sig(torch.tensor(2.0)) ** power, sig(torch.tensor(0.0)) ** power
+        votes = torch.stack((w0 * sig(masks[0, 0]), w1 * sig(masks[1, 0])))  # [N, cells]
+        expected = -(torch.log(votes[0, 0] / votes[:, 0].sum()) + torch.log(votes[1, 1] / votes[:, 1].sum())) / 2
+        got = vote_loss(cls, masks, owner, num_proposals=1, num_thing_classes=1, power=power)
+        assert_close(got, expected)
+    # the gradient lowers the score of a neighbour that outvotes the owner, and only with power > 0
+    leaking = cls.clone().requires_grad_(True)
+    vote_loss(leaking, masks, torch.tensor([[1, 1]]), num_proposals=1, num_thing_classes=1, power=0.5).backward()
+    assert leaking.grad is not None and float(leaking.grad[0, 0]) > 0 and float(leaking.grad[1, 1]) < 0
+    assert_close(vote_loss(cls, masks, torch.full((1, 2), -1), num_proposals=1, num_thing_classes=1, power=1.0),
+                 torch.tensor(0.0))
 
 
 def test_semantic_ce_ignores_void() -> None:
@@ -270,6 +301,21 @@ def test_criterion_iou_class_target(previous: bool) -> None:
         _criterion(cls_target="soft")
 
 
+def test_criterion_vote_term_only_when_weighted() -> None:
+    out, t = _hand_case()
+    _, plain = _criterion()(out, out, [t], [t])
+    assert "vote" not in plain
+    weights = LossWeights(vote=2.0)
+    criterion = VideoKNetCriterion(num_proposals=2, num_thing_classes=1, num_classes=2, weights=weights,
+                                   vote_power=0.5)
+    _, parts = criterion(out, out, [t], [t])
+    # final stage's own match: proposal 0 (its stage mask fits the car); the road cell goes to stuff kernel 2
+    expected = vote_loss(out.cls_logits[0][0], out.mask_logits[1][0], torch.tensor([[0, 2]]), num_proposals=2,
+                         num_thing_classes=1, power=0.5)
+    assert parts["vote"] == pytest.approx(2 * float(expected))
+    assert parts["total"] == pytest.approx(plain["total"] + parts["vote"], rel=1e-6)
+
+
 def test_criterion_stage_mean_and_empty_frame() -> None:
     out, t = _hand_case()
     _, summed = _criterion()(out, out, [t], [t])
@@ -342,6 +388,11 @@ def test_tiny_network_losses_are_finite(tiny, with_things: bool) -> None:  # typ
         assert parts["track_ce"] > 0.0 and net.embedding.layers[-1].weight.grad.abs().sum() > 0
     else:
         assert parts["track_ce"] == parts["track_l2"] == 0.0
+    # With the vote loss on, its term joins the others and stays finite on the real network.
+    voting = VideoKNetCriterion(num_proposals=cfg.model.num_proposals, num_thing_classes=cfg.data.num_things,
+                                num_classes=cfg.data.num_classes, weights=LossWeights(vote=1.0), vote_power=0.5)
+    _, with_vote = voting(*_forward(net, cfg, key, ref), key_t, ref_t)
+    assert set(with_vote) == expected | {"vote"} and math.isfinite(with_vote["vote"]) and with_vote["vote"] > 0
 
 
 def test_optimisation_steps_reduce_the_loss(tiny) -> None:  # type: ignore[no-untyped-def]
