@@ -74,9 +74,10 @@ def test_int8_agrees_with_fp32_on_held_out_frames(int8_model: Path) -> None:
         agreement.add(fp32.step(image, stamp=0.1 * t), int8.step(image, stamp=0.1 * t))
     summary = agreement.summary()
     assert summary["things"] >= 6, "nothing to compare"
-    # Measured on this model and frames: 99.6 % of cells, every identity kept.
+    # Measured on this model (cycle 10) and frames: 99.7 % of classes and 99.5 % of panoptic cells equal, 19 of
+    # 21 identities kept (each thing is ~5 % here; benchmarks/int8_accuracy.py measures it on 100 frames).
     assert summary["class_cells_equal_pct"] >= 97.0 and summary["panoptic_cells_equal_pct"] >= 95.0, summary
-    assert summary["track_identity_kept_pct"] >= 90.0, summary
+    assert summary["track_identity_kept_pct"] >= 85.0, summary
 
 
 def test_precision_picks_the_file_or_says_why_not(int8_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
