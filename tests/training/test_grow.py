@@ -142,18 +142,27 @@ def test_init_from_a_shallower_checkpoint_grows_it(tmp_path: Path, caplog: pytes
     assert code == 2
 
 
-def test_init_from_a_narrower_checkpoint_widens_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    torch.manual_seed(0)
-    narrow = tmp_path / "narrow.pt"
-    save_checkpoint(narrow, build_model(_small(2)), _small(2), step=0)
-    values = _one_iteration(_small(2, width=16))
-    caplog.set_level("INFO")
-    assert _train_from(values, narrow, tmp_path / "run").model.backbone_width == 16
-    assert "widened the backbone 8 -> 16 channels" in caplog.text
+@pytest.mark.parametrize(("grown", "log", "refused", "refusal"), [
     # Three times as wide has no function-keeping mapping: refused before any training.
-    values["model"]["backbone_width"] = 24
-    with pytest.raises(CheckpointError, match="half the backbone_width"):
-        _train_from(values, narrow, tmp_path / "run3")
+    ({"backbone_width": 16}, "widened the backbone 8 -> 16 channels", {"backbone_width": 24},
+     "half the backbone_width"),
+    ({"num_proposals": 8}, "4 -> 8 thing proposals", {"num_proposals": 2}, "fewer num_proposals"),
+])
+def test_init_from_a_smaller_checkpoint_grows_it(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                 grown: dict[str, int], log: str, refused: dict[str, int],
+                                                 refusal: str) -> None:
+    torch.manual_seed(0)
+    small = tmp_path / "small.pt"
+    save_checkpoint(small, build_model(_small(2)), _small(2), step=0)
+    values = _one_iteration(_small(2))
+    values["model"].update(grown)
+    caplog.set_level("INFO")
+    trained = _train_from(values, small, tmp_path / "run").model
+    assert all(getattr(trained, key) == value for key, value in grown.items())
+    assert log in caplog.text
+    values["model"].update(refused)
+    with pytest.raises(CheckpointError, match=refusal):
+        _train_from(values, small, tmp_path / "refused")
 
 
 def test_new_proposals_are_noisy_twins_of_the_old_ones() -> None:
@@ -171,17 +180,3 @@ def test_new_proposals_are_noisy_twins_of_the_old_ones() -> None:
     assert all(torch.equal(new_sd[k], v) for k, v in old_sd.items() if k != "initial.proposals.weight")
     with pytest.raises(ValueError, match="more thing proposals than its 7"):
         grow_into(build_model(_small(2, proposals=5)), new)
-
-
-def test_init_from_a_checkpoint_with_fewer_proposals_grows_them(tmp_path: Path,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
-    torch.manual_seed(0)
-    few = tmp_path / "few.pt"
-    save_checkpoint(few, build_model(_small(2)), _small(2), step=0)
-    values = _one_iteration(_small(2, proposals=8))
-    caplog.set_level("INFO")
-    assert _train_from(values, few, tmp_path / "run").model.num_proposals == 8
-    assert "4 -> 8 thing proposals" in caplog.text
-    values["model"]["num_proposals"] = 2
-    with pytest.raises(CheckpointError, match="fewer num_proposals"):
-        _train_from(values, few, tmp_path / "run2")
