@@ -64,6 +64,7 @@ from torch import nn
 from training.matcher import DICE_EPS, match
 from vknet_model.config import DataConfig, LossWeights
 from vknet_model.network import KernelOutputs
+from vknet_model.panoptic import slot_scores_and_labels
 
 IGNORE_INDEX = 255  # void label of the semantic target, ignored by the semantic CE
 _RANK_IGNORE = -1   # rank targets are kernel indices, which can exceed 255 with many proposals
@@ -216,11 +217,9 @@ def vote_targets(thing_masks: torch.Tensor, semantic: torch.Tensor, pred_idx: to
     Returns:
         long [h, w] kernel index, -1 where ignored.
     """
-    is_stuff = (semantic >= num_thing_classes) & (semantic != IGNORE_INDEX)
-    owner = torch.where(is_stuff, semantic - num_thing_classes + num_proposals, _RANK_IGNORE)
-    for p, g in zip(pred_idx.tolist(), gt_idx.tolist(), strict=True):
-        owner[thing_masks[g] > 0.5] = p
-    return owner
+    owner = rank_targets(thing_masks, pred_idx, gt_idx)  # matched things first, as the rank loss owns them
+    is_stuff = (semantic >= num_thing_classes) & (semantic != IGNORE_INDEX) & (owner == _RANK_IGNORE)
+    return torch.where(is_stuff, semantic - num_thing_classes + num_proposals, owner)
 
 
 def vote_loss(cls_logits: torch.Tensor, mask_logits: torch.Tensor, owner: torch.Tensor, *, num_proposals: int,
@@ -241,9 +240,9 @@ def vote_loss(cls_logits: torch.Tensor, mask_logits: torch.Tensor, owner: torch.
     Returns:
         float32 scalar.
     """
-    n_p, n_t = num_proposals, num_thing_classes
-    stuff = torch.arange(cls_logits.shape[0] - n_p, device=cls_logits.device)
-    score_logits = torch.cat((cls_logits[:n_p, :n_t].max(1).values, cls_logits[n_p + stuff, n_t + stuff]))
+    # The assembly's slot scores read on logits: max and gather commute with the monotonic sigmoid.
+    score_logits = slot_scores_and_labels(cls_logits, num_proposals=num_proposals,
+                                          num_thing_classes=num_thing_classes)[0]
     vote = power * F.logsigmoid(score_logits.float())[:, None, None] + F.logsigmoid(mask_logits.float())
     return _pixel_ce(vote, owner, _RANK_IGNORE, reduction)
 
