@@ -149,6 +149,10 @@ class TrackerConfig:
     init_score_thr: float = 0.35        # an unmatched detection above this starts a track
     obj_score_thr: float = 0.3          # detections above this may take a track's id
     match_score_thr: float = 0.5        # bi-softmax similarity needed to match
+    # The bi-softmax is relative: a lone detection and a lone track score high however unlike they are, so a
+    # track whose object left can pass to a newcomer. A match also needs this cosine similarity of the raw
+    # embeddings (0: no floor, as upstream).
+    match_cosine_thr: float = 0.0
     nms_backdrop_iou_thr: float = 0.3   # duplicate removal IoU for low-score detections (score < obj thr)
     nms_class_iou_thr: float = 0.7      # duplicate removal IoU for confident detections
     memo_frames: int = 5                # drop a track missing for this many frames

@@ -195,6 +195,13 @@ def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise cosine similarity of float [N, D] and [K, D] rows -> [N, K] (0 against a zero row)."""
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), np.finfo(a.dtype).tiny)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), np.finfo(b.dtype).tiny)
+    return a @ b.T
+
+
 def _greedy_match(sim: np.ndarray, memory_ids: np.ndarray, can_take: np.ndarray,
                   match_thr: float) -> tuple[np.ndarray, np.ndarray]:
     """Assign memory rows to detections greedily, best-scored detection first.
@@ -281,11 +288,14 @@ class Tracker:
         ids = np.full(v, -1, dtype=np.int64)
         rows = np.full(v, -1, dtype=np.int64)
         if v and memory_ids.size:
-            feats = emb @ _append(st.track_embeddings, st.backdrop_embeddings).T        # [V, R]
+            memory = _append(st.track_embeddings, st.backdrop_embeddings)                # [R, D]
+            feats = emb @ memory.T                                                      # [V, R]
             sim = (_softmax(feats, axis=1) + _softmax(feats, axis=0)) / 2
             if cfg.with_cats:
                 memory_labels = np.concatenate((st.track_labels, st.backdrop_labels))
                 sim *= labels[:, None] == memory_labels[None, :]
+            if cfg.match_cosine_thr > 0:
+                sim *= _cosine(emb, memory) > cfg.match_cosine_thr
             ids, rows = _greedy_match(sim, memory_ids, can_take, cfg.match_score_thr)
 
         # 3. New tracks for confident unmatched detections, in score order.

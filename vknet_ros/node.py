@@ -130,7 +130,8 @@ def apply_thresholds(pipeline: Pipeline, s: NodeSettings) -> None:
 
     pipeline.set_postprocess(dataclasses.replace(
         model.postprocess, **chosen(model.postprocess, ("instance_score_thr", "overlap_thr", "mask_thr"))))
-    tracker: Any = chosen(model.tracker, ("init_score_thr", "obj_score_thr", "match_score_thr", "reset_gap_s"))
+    tracker: Any = chosen(model.tracker, ("init_score_thr", "obj_score_thr", "match_score_thr",
+                                          "match_cosine_thr", "reset_gap_s"))
     pipeline.set_tracker_config(dataclasses.replace(model.tracker, **tracker))
 
 

@@ -19,7 +19,7 @@ PANOPTIC_ENCODINGS = ("16UC1", "32SC1")
 TORCH_PRECISIONS = ("fp32", "fp16", "bf16")  # vknet_model.backends.torch_backend.PRECISIONS, without torch
 # Thresholds that take effect on the next frame when changed at run time (`ros2 param set`).
 DYNAMIC = ("instance_score_thr", "overlap_thr", "mask_thr", "init_score_thr", "obj_score_thr", "match_score_thr",
-           "reset_gap_s")
+           "match_cosine_thr", "reset_gap_s")
 # Default of every threshold: the value the model was trained and exported with (its config, in model.json or
 # the checkpoint). A model made with other thresholds runs with its own unless the user sets one.
 MODEL_VALUE = -1.0
@@ -62,6 +62,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "init_score_thr": (MODEL_VALUE, "[dynamic] minimum score to start a new track" + _MODEL),
     "obj_score_thr": (MODEL_VALUE, "[dynamic] minimum score to continue a track" + _MODEL),
     "match_score_thr": (MODEL_VALUE, "[dynamic] minimum bi-softmax similarity to match a track" + _MODEL),
+    "match_cosine_thr": (MODEL_VALUE, "[dynamic] a match also needs this cosine similarity of the embeddings "
+                                      "(0 = none: the relative bi-softmax alone)" + _MODEL),
     "reset_gap_s": (MODEL_VALUE, "[dynamic] reset the tracker when frames are further apart than this (s)" + _MODEL),
     "label_divisor": (1000, "panoptic pixel = class_id * label_divisor + instance"),
     "panoptic_encoding": ("16UC1", "16UC1 (RViz shows it) | 32SC1"),
@@ -102,6 +104,7 @@ class NodeSettings:
     init_score_thr: float
     obj_score_thr: float
     match_score_thr: float
+    match_cosine_thr: float
     reset_gap_s: float
     label_divisor: int
     panoptic_encoding: str

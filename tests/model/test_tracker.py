@@ -189,6 +189,23 @@ def test_match_needs_similarity_above_threshold() -> None:
     assert ids(tracker, [obj(0, 0.8), obj(2, 0.9)]) == [0, 2]
 
 
+def test_cosine_floor_keeps_a_lone_newcomer_off_a_track() -> None:
+    # One track, one detection, orthogonal embeddings: both softmaxes are over one element, the bi-softmax is 1,
+    # so without a floor the newcomer takes the track; with one it starts its own.
+    plain = Tracker(TrackerConfig())
+    floored = Tracker(TrackerConfig(match_cosine_thr=0.5))
+    for tracker in (plain, floored):
+        ids(tracker, [obj(0, 0.9)])
+    assert ids(plain, [obj(1, 0.9)]) == [0]
+    assert ids(floored, [obj(1, 0.9)]) == [1]
+    # A like embedding (cosine 0.8) still matches over the floor; at a floor of 0.9 it does not.
+    alike = Obj(8 * onehot(1, 1.0) + 6 * onehot(2, 1.0), 0.9, 0, (100.0, 0.0, 150.0, 50.0))
+    assert ids(floored, [alike]) == [1]
+    strict = Tracker(TrackerConfig(match_cosine_thr=0.9))
+    assert ids(strict, [obj(1, 0.9)]) == [0]
+    assert ids(strict, [alike]) == [1]      # a new track
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 def test_duplicate_removed_regardless_of_input_order(reverse: bool) -> None:
     tracker = Tracker(TrackerConfig())

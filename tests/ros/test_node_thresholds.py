@@ -32,9 +32,11 @@ def test_defaults_are_the_models_thresholds() -> None:
 
 def test_a_set_parameter_replaces_only_itself_and_minus_one_restores_the_model() -> None:
     pipeline = _pipeline_of_a_model_with_its_own_thresholds()
-    apply_thresholds(pipeline, settings_from_values({"overlap_thr": 0.2, "match_score_thr": 0.9}))
+    apply_thresholds(pipeline, settings_from_values({"overlap_thr": 0.2, "match_score_thr": 0.9,
+                                                     "match_cosine_thr": 0.5}))
     assert pipeline.postprocess.overlap_thr == 0.2 and pipeline.postprocess.instance_score_thr == 0.4
     assert pipeline.tracker_config.match_score_thr == 0.9 and pipeline.tracker_config.init_score_thr == 0.5
+    assert pipeline.tracker_config.match_cosine_thr == 0.5
     assert validate_dynamic("overlap_thr", -1) == MODEL_VALUE
     apply_thresholds(pipeline, settings_from_values({"overlap_thr": -1.0}))
     assert pipeline.postprocess.overlap_thr == 0.7
