@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -148,14 +147,9 @@ def main() -> int:
     parser.add_argument("--sequences", type=int, default=10)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/model_errors.json"))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        data = args.data
-        if data is None:
-            from vknet_data.synth import SynthConfig, write_sequences
+    from vknet_data.synth import held_out_or
 
-            data = Path(tmp)
-            write_sequences(data, sequences=args.sequences, seed=0, split="val", first_sequence=1000,
-                            cfg=SynthConfig(frames=30), progress=False)
+    with held_out_or(args.data, sequences=args.sequences, progress=False) as data:
         result = run(args.model, data, args.sequences)
     print(f"{result['frames']} frames, {result['things']} things, model {result['model']}")
     print(f"{'area (px)':>14} {'things':>7} " + " ".join(f"{c:>10}" for c in COUNTS[1:]))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -145,14 +144,9 @@ def main() -> int:
     parser.add_argument("--sequences", type=int, default=10, help="sequences to generate without --data")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/track_errors.json"))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        data = args.data
-        if data is None:
-            from vknet_data.synth import SynthConfig, write_sequences
+    from vknet_data.synth import held_out_or
 
-            data = Path(tmp)
-            write_sequences(data, sequences=args.sequences, seed=0, split="val", first_sequence=1000,
-                            cfg=SynthConfig(frames=30), progress=True)
+    with held_out_or(args.data, sequences=args.sequences, progress=True) as data:
         result = run(args.model, data)
     short = {"other_things_same_frames": "things, same t", "other_things_other_frames": "things, other t",
              "stuff_or_void": "stuff/void"}

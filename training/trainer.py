@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from training.grow import grow_into
 from training.losses import VideoKNetCriterion, targets_from_panoptic
 from vknet_data.datasets import AugmentConfig, FramePairDataset, VideoSequence, kitti_step_sequences
-from vknet_data.synth import SynthConfig, write_sequences
+from vknet_data.synth import SynthConfig, write_held_out, write_sequences
 from vknet_data.synth_stream import TRAIN_SCENE_SEED, SyntheticPairStream, single_thread_worker
 from vknet_eval.evaluate import evaluate_stq
 from vknet_model.backbone import freeze_batchnorm
@@ -38,8 +38,6 @@ from vknet_model.pretrained import load_torchvision_resnet
 
 _LOG = logging.getLogger(__name__)
 SCENE_FRAMES = 30          # frames per synthetic scene, as the held-out sets are generated
-HELD_OUT_SEED = 0          # `vknet synth --seed 0 --first-sequence 1000`: the held-out synthetic sets
-HELD_OUT_FIRST = 1000
 
 
 @dataclass(frozen=True)
@@ -532,7 +530,7 @@ def _validation_sets(opts: RunOptions, cfg: VKNetConfig) -> tuple[list[VideoSequ
     """(held-out sequences, training sequences) to validate on.
 
     From ``--data``: its validation split and the first sequences of the training split. Synthetic training
-    without ``--data`` generates both into ``out/validation``: held-out scenes of ``HELD_OUT_SEED`` (never a
+    without ``--data`` generates both into ``out/validation``: held-out scenes (``write_held_out``: never a
     training seed) and the first scenes of the training stream, which it has trained on.
     """
     if not opts.val_split:
@@ -542,10 +540,9 @@ def _validation_sets(opts: RunOptions, cfg: VKNetConfig) -> tuple[list[VideoSequ
         root = opts.out / "validation"
         count = count or 2
         if not (root / "images" / "val").is_dir():
-            synth = SynthConfig(frames=SCENE_FRAMES)
-            write_sequences(root, sequences=count, seed=HELD_OUT_SEED, split="val", first_sequence=HELD_OUT_FIRST,
-                            cfg=synth, progress=False)
-            write_sequences(root, sequences=count, seed=TRAIN_SCENE_SEED, split="train", cfg=synth, progress=False)
+            write_held_out(root, sequences=count, frames=SCENE_FRAMES)
+            write_sequences(root, sequences=count, seed=TRAIN_SCENE_SEED, split="train",
+                            cfg=SynthConfig(frames=SCENE_FRAMES), progress=False)
         data = root
     else:
         if opts.data is None:

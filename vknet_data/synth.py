@@ -18,7 +18,10 @@ Every sequence depends only on (seed, sequence index), so any subset can be rege
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -356,3 +359,25 @@ def write_sequences(out: str | Path, *, sequences: int, seed: int, split: str = 
         written.append(image_dir)
     bar.close()
     return written
+
+
+HELD_OUT_SEED, HELD_OUT_FIRST = 0, 1000   # `vknet synth --seed 0 --first-sequence 1000`: never a training seed
+
+
+def write_held_out(out: str | Path, *, sequences: int, frames: int = 30, progress: bool = False) -> list[Path]:
+    """The held-out synthetic set (val split) that training validates on and the bundled model's scores are
+    reported on; return the image folders."""
+    return write_sequences(out, sequences=sequences, seed=HELD_OUT_SEED, split="val", first_sequence=HELD_OUT_FIRST,
+                           cfg=SynthConfig(frames=frames), progress=progress)
+
+
+@contextlib.contextmanager
+def held_out_or(data: Path | None, *, sequences: int, progress: bool = False) -> Iterator[Path]:
+    """``data`` if given, else the held-out set generated into a temporary folder that lives as long as the
+    ``with`` block (what a benchmark scores when the user brings no data)."""
+    if data is not None:
+        yield data
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        write_held_out(tmp, sequences=sequences, progress=progress)
+        yield Path(tmp)

@@ -202,3 +202,15 @@ def test_cityscapes_vps_reader(tmp_path: Path) -> None:
         assert load().tolist() == [[0, 0, 0], [13007, 13007, 11000]]
     with pytest.raises(DatasetError, match="not in the config's class_names"):
         cityscapes_vps_sequences(tmp_path, "val", names[:5])
+
+
+def test_held_out_or_passes_given_data_through_and_generates_the_held_out_set_otherwise(tmp_path: Path) -> None:
+    from vknet_data.synth import HELD_OUT_FIRST, held_out_or
+
+    with held_out_or(tmp_path, sequences=1) as data:
+        assert data == tmp_path and not any(tmp_path.iterdir())     # nothing generated into the user's folder
+    with held_out_or(None, sequences=1) as data:
+        generated = data
+        frames = sorted((data / "images" / "val" / f"{HELD_OUT_FIRST:04d}").iterdir())
+        assert len(frames) == 30
+    assert not generated.exists()                                    # the temporary set is gone afterwards
