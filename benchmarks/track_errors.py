@@ -70,8 +70,10 @@ class SequenceTally:
         """Per ground-truth track: its mean area, frames and the fields of ``FIELDS``."""
         pred_size: dict[int, int] = defaultdict(int)
         overlap: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))      # g -> p -> TPA
-        for (g, p, _), n in self.counts.items():
+        cells: dict[int, list[tuple[int, int, int]]] = defaultdict(list)               # p -> (key, frame, px)
+        for (g, p, frame), n in self.counts.items():
             pred_size[p] += n
+            cells[p].append((g, frame, n))
             if g >= 0:
                 overlap[g][p] += n
         rows = []
@@ -85,10 +87,9 @@ class SequenceTally:
             if ids:
                 main = max(ids, key=lambda p: ids[p])
                 spread = {"same": 0, "other": 0, "stuff": 0}
-                for (h, p, frame), n in self.counts.items():
-                    if p != main or h == g:
-                        continue
-                    spread["stuff" if h < 0 else "same" if frame in frames else "other"] += n
+                for h, frame, n in cells[main]:
+                    if h != g:
+                        spread["stuff" if h < 0 else "same" if frame in frames else "other"] += n
                 row.update(dominance=ids[main] / covered, purity=ids[main] / pred_size[main],
                            other_things_same_frames=spread["same"] / pred_size[main],
                            other_things_other_frames=spread["other"] / pred_size[main],
