@@ -9,7 +9,10 @@ for covering something else as for missing part of g. Per track this reports:
 * dominance: share of the covered pixels under g's main id (the one with most of g); 1 = one id throughout;
 * purity: share of the main id's pixels that lie on g; the rest is split into other things *in frames where
   g is present* (a segment over two neighbours, or ids swapped between them), other things *in frames
-  without g* (the id went on to another object), and stuff or void (segment bleeding, false positives).
+  without g* (the id went on to another object), and stuff or void (segment bleeding, false positives);
+* oracle_aq: the AQ the same per-frame segments would reach under a perfect tracker, each frame's segment
+  taking the id of the track it overlaps most. aq -> oracle_aq is what better association can still win;
+  oracle_aq -> 1 is lost to the segments themselves (misses, merges, bleeding).
 
 Model errors (benchmarks/model_errors.py) say which things are found in each frame; this says what the ids
 do over a sequence, which is what AQ scores.
@@ -33,8 +36,8 @@ from vknet_model.machine import describe_cpu
 
 AREA_BINS = (0, 1500, 4000, 15000)        # mean pixels a frame over the track's frames; the last bin is open
 _KEY_SHIFT = 1 << 16                      # above -1 - class for any 8-bit class id
-FIELDS = ("aq", "coverage", "dominance", "purity", "other_things_same_frames", "other_things_other_frames",
-          "stuff_or_void", "ids")
+FIELDS = ("aq", "oracle_aq", "coverage", "dominance", "purity", "other_things_same_frames",
+          "other_things_other_frames", "stuff_or_void", "ids")
 
 
 class SequenceTally:
@@ -66,8 +69,28 @@ class SequenceTally:
             self.counts[((code >> 32) - _KEY_SHIFT, code & 0xFFFFFFFF, self._frame)] += n
         self._frame += 1
 
+    def _oracle_aq(self) -> dict[int, float]:
+        """Per track, AQ after relabelling each (id, frame) segment with the track it overlaps most."""
+        best: dict[tuple[int, int], tuple[int, int]] = {}                      # (p, frame) -> (px, key)
+        for (g, p, frame), n in self.counts.items():
+            if g >= 0 and n > best.get((p, frame), (0, -1))[0]:
+                best[(p, frame)] = (n, g)
+        size: dict[tuple[int, ...], int] = defaultdict(int)
+        overlap: dict[int, dict[tuple[int, ...], int]] = defaultdict(lambda: defaultdict(int))
+        for (g, p, frame), n in self.counts.items():
+            label = (best[(p, frame)][1],) if (p, frame) in best else (-1, p, frame)   # no thing: its own id
+            size[label] += n
+            if g >= 0:
+                overlap[g][label] += n
+        aq = {}
+        for g, frames in self.gt_frames.items():
+            total = sum(frames.values())
+            aq[g] = sum(t * t / (size[q] + total - t) for q, t in overlap[g].items()) / total
+        return aq
+
     def tracks(self) -> list[dict[str, float]]:
         """Per ground-truth track: its mean area, frames and the fields of ``FIELDS``."""
+        oracle = self._oracle_aq()
         pred_size: dict[int, int] = defaultdict(int)
         overlap: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))      # g -> p -> TPA
         cells: dict[int, list[tuple[int, int, int]]] = defaultdict(list)               # p -> (key, frame, px)
@@ -82,7 +105,7 @@ class SequenceTally:
             ids = overlap.get(g, {})
             covered = sum(ids.values())
             row = {"area": size / len(frames), "frames": float(len(frames)), "coverage": covered / size,
-                   "ids": float(len(ids)),
+                   "ids": float(len(ids)), "oracle_aq": oracle[g],
                    "aq": sum(t * t / (pred_size[p] + size - t) for p, t in ids.items()) / size}
             if ids:
                 main = max(ids, key=lambda p: ids[p])
@@ -149,7 +172,8 @@ def main() -> int:
 
     with held_out_or(args.data, sequences=args.sequences, progress=True) as data:
         result = run(args.model, data)
-    short = {"other_things_same_frames": "things, same t", "other_things_other_frames": "things, other t",
+    short = {"oracle_aq": "oracle ids aq", "other_things_same_frames": "things, same t",
+             "other_things_other_frames": "things, other t",
              "stuff_or_void": "stuff/void"}
     print(f"{'mean px':<12}" + "".join(f"{short.get(f, f):>16}" for f in ("tracks", *FIELDS)))
     by_area = cast(list[dict[str, Any]], result["by_area"])

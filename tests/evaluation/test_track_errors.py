@@ -60,6 +60,10 @@ def test_tracks_split_impurity_by_where_the_id_went() -> None:
     assert b["coverage"] == pytest.approx(28 / 32) and b["ids"] == 2
     assert b["dominance"] == pytest.approx(16 / 28) and b["purity"] == 1
     assert b["aq"] == pytest.approx((16 * 16 / 32 + 12 * 12 / (48 + 32 - 12)) / 32)
+    # A perfect tracker on the same segments: 13005 keeps A in frames 0-1 (36 px, 32 on A) and joins 13006
+    # as B's id in frame 2 (28 px, all on B).
+    assert a["oracle_aq"] == pytest.approx(32 / 36)
+    assert b["oracle_aq"] == pytest.approx(28 * 28 / (28 + 32 - 28) / 32)
 
 
 def test_mean_track_aq_is_the_stq_metric_aq() -> None:
