@@ -16,16 +16,24 @@ from vknet_model.parity import compare_backends
 
 def test_torch_and_onnxruntime_agree_frame_after_frame() -> None:
     images = render_sequence(0, 2003, SynthConfig(frames=3))[0]
-    report = compare_backends(TorchBackend.from_checkpoint(BUNDLED_MODEL), OnnxRuntimeBackend(BUNDLED_ONNX), images)
+    reference = TorchBackend.from_checkpoint(BUNDLED_MODEL)
+    report = compare_backends(reference, OnnxRuntimeBackend(BUNDLED_ONNX), images)
     assert report.frames == 3
     assert {"kernels", "embeddings", "cls_scores"} <= set(report.max_abs)
     # Frame 1 has a mask logit 6.7e-6 from the binarisation threshold (bundled weights): float error flips that
     # cell's group feature and moves the kernels by 8.8e-3 even when both backends are given the same
     # previous kernels. Such a frame is allowed 1e-2 (as in tests/model/test_export.py); the others must
-    # agree to 1e-4, and every integer output everywhere.
+    # agree to 1e-4. The kernels it moves may move one near-tie cell of the slot map to another owner (cycle-13
+    # weights: 1 of 29952 cells, so one slot's area): up to 3 cells and the areas of 2 slots are allowed;
+    # labels, keep flags and the semantic map must agree everywhere.
     assert report.worst_float() < 1e-2, report.max_abs
     assert sum(w < 1e-4 for w in report.frame_worst) >= 2, report.frame_worst
-    assert report.worst_mismatch() == 0.0, report.mismatch
+    config = reference.contract.config
+    slots = config.model.num_proposals + len(config.data.stuff_ids)
+    assert report.mismatch["slot_map"] <= 1e-4, report.mismatch
+    assert report.mismatch["slot_areas"] <= 2 / slots + 1e-9, report.mismatch
+    others = {k: v for k, v in report.mismatch.items() if k not in ("slot_map", "slot_areas")}
+    assert others and max(others.values()) == 0.0, report.mismatch
 
 
 def test_parity_script_runs_and_reports(tmp_path: Path) -> None:
