@@ -27,6 +27,7 @@ import argparse
 import json
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -82,11 +83,7 @@ class SequenceTally:
             size[label] += n
             if g >= 0:
                 overlap[g][label] += n
-        aq = {}
-        for g, frames in self.gt_frames.items():
-            total = sum(frames.values())
-            aq[g] = sum(t * t / (size[q] + total - t) for q, t in overlap[g].items()) / total
-        return aq
+        return {g: _track_aq(overlap[g], size, sum(frames.values())) for g, frames in self.gt_frames.items()}
 
     def tracks(self) -> list[dict[str, float]]:
         """Per ground-truth track: its mean area, frames and the fields of ``FIELDS``."""
@@ -106,7 +103,7 @@ class SequenceTally:
             covered = sum(ids.values())
             row = {"area": size / len(frames), "frames": float(len(frames)), "coverage": covered / size,
                    "ids": float(len(ids)), "oracle_aq": oracle[g],
-                   "aq": sum(t * t / (pred_size[p] + size - t) for p, t in ids.items()) / size}
+                   "aq": _track_aq(ids, pred_size, size)}
             if ids:
                 main = max(ids, key=lambda p: ids[p])
                 spread = {"same": 0, "other": 0, "stuff": 0}
@@ -122,6 +119,11 @@ class SequenceTally:
                            other_things_other_frames=0.0, stuff_or_void=0.0)
             rows.append(row)
         return rows
+
+
+def _track_aq(overlap: Mapping[Any, int], pred_size: Mapping[Any, int], size: int) -> float:
+    """AQ of one track of ``size`` pixels: sum over ids p of TPA(p) x IoU(p) / size (``overlap``: p -> TPA)."""
+    return sum(t * t / (pred_size[p] + size - t) for p, t in overlap.items()) / size
 
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, object]:
