@@ -41,14 +41,16 @@ def test_stq_through_the_node_equals_offline(bag: Path, exported_tiny: Any, tmp_
 
 
 def test_replay_at_a_rate_the_node_keeps_up_with(bag: Path, exported_tiny: Any, tmp_path: Path) -> None:
+    """1 Hz leaves the node ~30x its per-frame time: a one-second stall of a loaded 2-core machine (seen once in
+    CI at 2 Hz: one frame answered after 1053 ms, the next one superseded) still drops nothing."""
     model = str(exported_tiny[2])
     offline, live = tmp_path / "offline.json", tmp_path / "live.json"
     assert main(["eval-bag", "--bag", str(bag), "--model", model, "--json", str(offline), "--no-progress",
                  "--no-vpq"]) == 0
     assert main(["eval-bag", "--bag", str(bag), "--model", model, "--json", str(live), "--no-progress", "--no-vpq",
-                 "--through-node", "--rate", "2", "--work-dir", str(tmp_path / "work")]) == 0
+                 "--through-node", "--rate", "1", "--work-dir", str(tmp_path / "work")]) == 0
     a, b = json.loads(offline.read_text()), json.loads(live.read_text())
-    assert b["replay"]["dropped"] == 0 and b["replay"]["mode"] == "2.0 Hz"
+    assert b["replay"]["dropped"] == 0 and b["replay"]["mode"] == "1.0 Hz"
     assert abs(a["STQ"] - b["STQ"]) <= 1e-3
 
 
