@@ -24,9 +24,10 @@ def test_torch_and_onnxruntime_agree_frame_after_frame() -> None:
     # float error of 0 flips that cell between backends and moves its kernels by ~1e-2 (frame 1 here: cycle-13
     # weights 8.8e-3, cycle-14 weights 2.8e-2 in the kernels, 2.0e-2 in the embeddings, every integer output
     # still equal). A wrong graph is wrong on every frame, so the other frames must agree to 1e-4 and a flip
-    # frame only has to stay below 0.1 (kernel values average 0.47 in magnitude). The kernels it moves may move a near-tie
-    # cell of the slot map to another owner (cycle 13: 1 of 29952 cells, so one slot's area): up to 3 cells
-    # and the areas of 2 slots are allowed; labels, keep flags and the semantic map must agree everywhere.
+    # frame only has to stay below 0.1 (kernel values average 0.47 in magnitude). The kernels it moves may
+    # move a near-tie cell of the slot map to another owner (cycle 13: 1 of 29952 cells, so one slot's area):
+    # up to 3 cells and the areas of 2 slots are allowed; labels, keep flags and the semantic map must agree
+    # everywhere.
     assert report.worst_float() < 0.1, report.max_abs
     assert sum(w < 1e-4 for w in report.frame_worst) >= 2, report.frame_worst
     config = reference.contract.config
