@@ -54,6 +54,9 @@ def ensure_set(folder: Path, spec: SynthSet, frames: int, progress: bool) -> Pat
     images = folder / "images" / SPLIT
     if images.is_dir():
         found = sorted(p.name for p in images.iterdir() if p.is_dir())
+        if found and found == expected[:len(found)] and len(found) < len(expected):
+            raise ValueError(f"{folder} holds {len(found)} of the {len(expected)} sequences of seed {spec.seed} "
+                             f"(an interrupted generation?): remove it to have it made again")
         if found != expected:
             raise ValueError(f"{folder} holds sequences {found[:3]}... where {expected[0]}-{expected[-1]} "
                              f"(seed {spec.seed}) were expected: give another --root")

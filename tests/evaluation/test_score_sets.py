@@ -33,6 +33,8 @@ def test_a_set_is_generated_once_then_reused_and_a_foreign_folder_is_refused(tmp
     assert first_image.stat().st_mtime_ns == stamp  # reused, not written again
     with pytest.raises(ValueError, match="seed 3"):
         ss.ensure_set(tmp_path / "s", ss.SynthSet(seed=3, first=600, count=2), frames=2, progress=False)
+    with pytest.raises(ValueError, match=r"2 of the 3 sequences .* interrupted"):
+        ss.ensure_set(tmp_path / "s", ss.SynthSet(seed=3, first=500, count=3), frames=2, progress=False)
 
 
 def test_a_row_is_the_model_scored_on_the_sequences_its_set_names(tmp_path: Path) -> None:
