@@ -109,7 +109,8 @@ def _header(names: list[str]) -> str:
 
 
 def _row(row: dict[str, Any], names: list[str]) -> str:
-    return (f"{Path(row['model']).name:<44}" + "".join(f"{row['sets'][n]['STQ']:10.4f}" for n in names)
+    # The path as given: two runs' model.pt files must not print alike.
+    return (f"{row['model']:<44}" + "".join(f"{row['sets'][n]['STQ']:10.4f}" for n in names)
             + f"{row['mean_STQ']:10.4f}")
 
 
