@@ -2,9 +2,9 @@
 
 Ten held-out sequences cannot tell two models apart: per-sequence STQ moves by up to 0.1 between weights
 that are the same model within noise, and a 0.01 lead swaps sign from one seed to the next. So candidates
-are scored on four sets of four generator seeds, 70 sequences of 30 frames (``SETS``), none of which any
-training run sees (training streets come from generator seed 1000). Each set is generated under ``--root``
-the first time (``vknet synth``; about 4 s a sequence) and reused after. Every model runs with its own
+are scored on four sets of four generator seeds, 70 sequences of 30 frames (``vknet_eval.synthetic_sets``),
+none of which any training run sees (training streets come from generator seed 1000). Each set is generated
+under ``--root`` the first time (``vknet synth``; about 4 s a sequence) and reused after. Every model runs with its own
 inference settings (the config inside the checkpoint or contract), so a row is what a user of that file gets.
 
 "mean" is the sets' STQ weighted by their sequence counts: each set's STQ pools its own sequences (deeplab2's
@@ -20,50 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vknet_eval.synthetic_sets import FRAMES, SETS, SPLIT, SynthSet, ensure_set
 from vknet_model.machine import describe_cpu
-
-
-@dataclass(frozen=True)
-class SynthSet:
-    """``vknet synth --split val --seed SEED --first-sequence FIRST --sequences COUNT --frames 30``."""
-
-    seed: int
-    first: int
-    count: int
-
-
-SETS = {
-    "tuning": SynthSet(seed=7, first=2000, count=10),     # thresholds are tuned here
-    "held-out": SynthSet(seed=0, first=1000, count=10),   # the README's held-out figure
-    "third": SynthSet(seed=11, first=3000, count=20),
-    "fourth": SynthSet(seed=13, first=4000, count=30),
-}
-SPLIT = "val"
-
-
-def ensure_set(folder: Path, spec: SynthSet, frames: int, progress: bool) -> Path:
-    """``folder`` holding ``spec``'s sequences, generated if it does not exist. A folder with other sequences
-    in it is refused rather than mixed into (it may be a user's own data)."""
-    from vknet_data.synth import SynthConfig, write_sequences
-
-    expected = [f"{i:04d}" for i in range(spec.first, spec.first + spec.count)]
-    images = folder / "images" / SPLIT
-    if images.is_dir():
-        found = sorted(p.name for p in images.iterdir() if p.is_dir())
-        if found and found == expected[:len(found)] and len(found) < len(expected):
-            raise ValueError(f"{folder} holds {len(found)} of the {len(expected)} sequences of seed {spec.seed} "
-                             f"(an interrupted generation?): remove it to have it made again")
-        if found != expected:
-            raise ValueError(f"{folder} holds sequences {found[:3]}... where {expected[0]}-{expected[-1]} "
-                             f"(seed {spec.seed}) were expected: give another --root")
-        return folder
-    write_sequences(folder, sequences=spec.count, seed=spec.seed, split=SPLIT, first_sequence=spec.first,
-                    cfg=SynthConfig(frames=frames), progress=progress)
-    return folder
 
 
 def weighted_mean(scores: dict[str, float], counts: dict[str, int]) -> float:
@@ -86,7 +47,7 @@ def score_model(model: Path, folders: dict[str, Path], backend: str) -> dict[str
     return scores
 
 
-def run(models: list[Path], root: Path, sets: dict[str, SynthSet], *, frames: int = 30, backend: str = "auto",
+def run(models: list[Path], root: Path, sets: dict[str, SynthSet], *, frames: int = FRAMES, backend: str = "auto",
         progress: bool = True) -> dict[str, Any]:
     folders = {name: ensure_set(root / name, spec, frames, progress) for name, spec in sets.items()}
     counts = {name: spec.count for name, spec in sets.items()}

@@ -11,7 +11,11 @@ the pipeline's own steps and STQ: ~10 s) instead of rerunning the network.
 Usage: python benchmarks/threshold_sweep.py [--model M] [--data DIR] [--split val]
        [--grid instance_score_thr=0.2,0.25 match_score_thr=0.5,0.6,0.7 memo_frames=5,15]
        [--json benchmarks/threshold_sweep.json]
-Without --data a tuning set is generated: seed 7, sequences 2000-2009, 30 frames (never the held-out seed 0).
+Without --data the tuning set of ``vknet_eval.synthetic_sets`` is generated (seed 7, sequences 2000-2009, 30
+frames; never a set scores are reported on).
+
+``instance_score_thr`` and the tracker's ``init_score_thr`` go together: a segment kept at a score below
+``init_score_thr`` never starts a track, so its pixels carry no id (void) and SQ falls. Such rows are marked.
 """
 
 from __future__ import annotations
@@ -28,9 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from vknet_eval.synthetic_sets import FRAMES, SETS
 from vknet_model.machine import describe_cpu
-
-TUNING_SEED, TUNING_FIRST = 7, 2000
 
 
 class RecordingBackend:
@@ -76,6 +79,11 @@ def _combinations(grid: dict[str, list[Any]], names: set[str]) -> list[dict[str,
     """Every combination of the grid's values for the fields in ``names`` ([{}] when there are none)."""
     sub = {k: v for k, v in grid.items() if k in names}
     return [dict(zip(sub, values, strict=True)) for values in itertools.product(*sub.values())]
+
+
+def keeps_things_without_ids(postprocess: Any, tracker: Any) -> bool:
+    """Whether the assembly keeps segments the tracker will not start a track for (scores between the two)."""
+    return bool(postprocess.instance_score_thr < tracker.init_score_thr)
 
 
 def run(model: Path | None, data: Path, split: str, grid: dict[str, list[Any]]) -> dict[str, Any]:
@@ -138,7 +146,7 @@ def run(model: Path | None, data: Path, split: str, grid: dict[str, list[Any]]) 
             tracker = dataclasses.replace(base_tracker, **tracker_setting)
             name = " ".join(f"{k}={v}" for k, v in setting.items()) or "model's own"
             rows.append({"setting": name, **dataclasses.asdict(postprocess), **dataclasses.asdict(tracker),
-                         **score(tracker, shapes)})
+                         **score(tracker, shapes), "voids_kept_things": keeps_things_without_ids(postprocess, tracker)})
     return {"model": str(model), "data": str(data), "split": split, "frames": sum(len(f) for f in labels),
             "network_s": round(network_s, 1), "cpu": describe_cpu(), "rows": rows}
 
@@ -148,7 +156,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="model file (default: the bundled ONNX model)")
     parser.add_argument("--data", type=Path, help="KITTI-STEP-layout tuning data (default: generated, seed 7)")
     parser.add_argument("--split", default="val")
-    parser.add_argument("--sequences", type=int, default=10, help="sequences to generate without --data")
+    parser.add_argument("--sequences", type=int, default=SETS["tuning"].count,
+                        help="sequences of the tuning set to generate without --data")
     parser.add_argument("--grid", nargs="*", default=["match_score_thr=0.4,0.5,0.6,0.7,0.8"],
                         help="assembly (postprocess) and tracker settings to try, NAME=V1,V2 each; every "
                              "combination is scored")
@@ -161,23 +170,26 @@ def main() -> None:
         grid = parse_grid(args.grid, PostprocessConfig(), TrackerConfig())
     except ValueError as exc:
         parser.error(str(exc))
+    tuning = dataclasses.replace(SETS["tuning"], count=args.sequences)
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
         if data is None:
-            from vknet_data.synth import SynthConfig, write_sequences
+            from vknet_eval.synthetic_sets import SPLIT, ensure_set
 
-            data = Path(tmp)
-            write_sequences(data, sequences=args.sequences, seed=TUNING_SEED, split=args.split,
-                            first_sequence=TUNING_FIRST, cfg=SynthConfig(frames=30), progress=True)
+            data, args.split = ensure_set(Path(tmp) / "tuning", tuning), SPLIT
         result = run(args.model, data, args.split, grid)
     if args.data is None:
-        result["data"] = f"generated: seed {TUNING_SEED}, sequences {TUNING_FIRST}-, 30 frames"
+        result["data"] = (f"generated: seed {tuning.seed}, sequences {tuning.first}-{tuning.first + tuning.count - 1}, "
+                          f"{FRAMES} frames")
     print(f"{result['frames']} frames of {result['data']}; network pass {result['network_s']} s ({result['cpu']})")
     print(f"{'setting':<50} {'STQ':>7} {'AQ':>7} {'SQ':>7}")
     best = max(result["rows"], key=lambda r: r["STQ"])
     for row in result["rows"]:
-        mark = "  <- best" if row is best else ""
+        mark = ("  *" if row["voids_kept_things"] else "") + ("  <- best" if row is best else "")
         print(f"{row['setting']:<50} {row['STQ']:7.4f} {row['AQ']:7.4f} {row['SQ']:7.4f}{mark}")
+    if any(row["voids_kept_things"] for row in result["rows"]):
+        print("* instance_score_thr below the tracker's init_score_thr: segments scored between the two are kept "
+              "but start no track, so their pixels are void; sweep both together")
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
 

@@ -26,6 +26,19 @@ def test_grid_is_typed_like_the_config_fields_and_bad_names_are_refused() -> Non
         ts.parse_grid(["match_thr=0.5"], PostprocessConfig(), TrackerConfig())
 
 
+def test_a_score_threshold_below_the_trackers_start_is_flagged() -> None:
+    import dataclasses
+
+    from vknet_model.config import PostprocessConfig, TrackerConfig
+
+    ts = _module()
+    post, tracker = PostprocessConfig(instance_score_thr=0.25), TrackerConfig(init_score_thr=0.25)
+    assert not ts.keeps_things_without_ids(post, tracker)
+    assert ts.keeps_things_without_ids(dataclasses.replace(post, instance_score_thr=0.2), tracker)
+    assert not ts.keeps_things_without_ids(dataclasses.replace(post, instance_score_thr=0.2),
+                                           dataclasses.replace(tracker, init_score_thr=0.2))
+
+
 def test_every_row_scores_as_a_live_run_with_its_setting(tmp_path: Path) -> None:
     import dataclasses
 
@@ -48,6 +61,7 @@ def test_every_row_scores_as_a_live_run_with_its_setting(tmp_path: Path) -> None
     sequences = kitti_step_sequences(tmp_path, "val")
     rows = result["rows"]
     assert rows[3]["STQ"] != rows[0]["STQ"]
+    assert [r["voids_kept_things"] for r in rows] == [False] * 6  # 0.9 and the model's own: not below its start
     for row in (rows[0], rows[2], rows[4]):
         live = Pipeline.from_model(model)
         live.set_postprocess(dataclasses.replace(live.postprocess, instance_score_thr=row["instance_score_thr"]))
