@@ -222,9 +222,9 @@ def vote_targets(thing_masks: torch.Tensor, semantic: torch.Tensor, pred_idx: to
     return torch.where(is_stuff, semantic - num_thing_classes + num_proposals, owner)
 
 
-def vote_loss(cls_logits: torch.Tensor, mask_logits: torch.Tensor, owner: torch.Tensor, *, num_proposals: int,
-              num_thing_classes: int, power: float, reduction: Reduction = "mean") -> torch.Tensor:
-    """Pixel CE of the assembly's vote: softmax over kernels of ``power * log(score) + log sigmoid(mask)``.
+def vote_logits(cls_logits: torch.Tensor, mask_logits: torch.Tensor, *, num_proposals: int, num_thing_classes: int,
+                power: float) -> torch.Tensor:
+    """The assembly's vote as logits over kernels: ``power * log(score) + log sigmoid(mask)``, float [N, h, w].
 
     A kernel's score is what the assembly reads (:func:`vknet_model.panoptic.slot_scores_and_labels`): a thing
     proposal's best thing-class probability, stuff kernel i's probability of its own class T + i.
@@ -232,19 +232,37 @@ def vote_loss(cls_logits: torch.Tensor, mask_logits: torch.Tensor, owner: torch.
     Args:
         cls_logits: float [N, K] class logits of the final stage.
         mask_logits: float [N, h, w] its mask logits.
-        owner: long [h, w] from :func:`vote_targets`.
         num_proposals, num_thing_classes: N_p and T.
         power: ``model.vote_score_power``.
-        reduction: "mean" over owned cells (0 when none) or "sum".
-
-    Returns:
-        float32 scalar.
     """
     # The assembly's slot scores read on logits: max and gather commute with the monotonic sigmoid.
     score_logits = slot_scores_and_labels(cls_logits, num_proposals=num_proposals,
                                           num_thing_classes=num_thing_classes)[0]
-    vote = power * F.logsigmoid(score_logits.float())[:, None, None] + F.logsigmoid(mask_logits.float())
+    return power * F.logsigmoid(score_logits.float())[:, None, None] + F.logsigmoid(mask_logits.float())
+
+
+def vote_loss(vote: torch.Tensor, owner: torch.Tensor, *, reduction: Reduction = "mean") -> torch.Tensor:
+    """Pixel CE of the assembly's vote (:func:`vote_logits`) against ``owner`` (:func:`vote_targets`, -1
+    ignored); "mean" is over owned cells (0 when none), "sum" their sum. float32 scalar."""
     return _pixel_ce(vote, owner, _RANK_IGNORE, reduction)
+
+
+def thing_vote_loss(vote: torch.Tensor, owner: torch.Tensor, *, num_proposals: int) -> tuple[torch.Tensor, int]:
+    """Vote CE with every thing weighed alike: per thing proposal that owns cells, the mean CE over its own
+    cells; returns their sum and how many there are.
+
+    :func:`vote_loss`'s mean over cells is ruled by the road, the sky and large cars; a small thing outvoted
+    by its neighbour costs it little, yet STQ counts that thing's track as much as any other.
+    """
+    things = (owner >= 0) & (owner < num_proposals)
+    if not bool(things.any()):
+        return vote.sum() * 0.0, 0
+    index = owner[things]
+    ce = F.cross_entropy(vote.permute(1, 2, 0)[things], index, reduction="none")   # [cells]
+    sums = torch.zeros(num_proposals, dtype=ce.dtype, device=ce.device).index_add(0, index, ce)
+    counts = torch.bincount(index, minlength=num_proposals)
+    present = counts > 0
+    return (sums[present] / counts[present]).sum(), int(present.sum())
 
 
 def semantic_ce_loss(sem_logits: torch.Tensor, semantic: torch.Tensor, *,
@@ -613,21 +631,30 @@ class VideoKNetCriterion(nn.Module):
                                                                       out.mask_logits[s])
             terms[f"s{s}_bce"] = scale * w.mask_bce * bce
             terms[f"s{s}_dice"] = scale * w.dice * dice
-        if w.vote > 0:
-            terms["vote"] = w.vote * self._vote_term(out, own[num_stages], targets)
+        if w.vote > 0 or w.vote_things > 0:
+            per_cell, per_thing = self._vote_terms(out, own[num_stages], targets)
+            if w.vote > 0:
+                terms["vote"] = w.vote * per_cell
+            if w.vote_things > 0:
+                terms["vote_things"] = w.vote_things * per_thing
         return terms, own[num_stages]
 
-    def _vote_term(self, out: KernelOutputs, matches: list[Matching], targets: list[FrameTargets]) -> torch.Tensor:
-        """Vote CE of the final stage, with the matches that make its segments (mean over owned cells)."""
-        total, cells = [], 0
+    def _vote_terms(self, out: KernelOutputs, matches: list[Matching],
+                    targets: list[FrameTargets]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Vote CE of the final stage, with the matches that make its segments: the mean over owned cells, and
+        the mean over matched things of each one's mean over its cells."""
+        per_cell, per_thing, cells, things = [], [], 0, 0
         for b, (m, t) in enumerate(zip(matches, targets, strict=True)):
             owner = vote_targets(t.thing_masks, t.semantic, m[0], m[1], num_proposals=self.num_proposals,
                                  num_thing_classes=self.num_thing_classes)
-            total.append(vote_loss(out.cls_logits[-1][b], out.mask_logits[-1][b], owner,
-                                   num_proposals=self.num_proposals, num_thing_classes=self.num_thing_classes,
-                                   power=self.vote_power, reduction="sum"))
+            vote = vote_logits(out.cls_logits[-1][b], out.mask_logits[-1][b], num_proposals=self.num_proposals,
+                               num_thing_classes=self.num_thing_classes, power=self.vote_power)
+            per_cell.append(vote_loss(vote, owner, reduction="sum"))
             cells += int((owner != _RANK_IGNORE).sum())
-        return torch.stack(total).sum() / max(cells, 1)
+            total, count = thing_vote_loss(vote, owner, num_proposals=self.num_proposals)
+            per_thing.append(total)
+            things += count
+        return torch.stack(per_cell).sum() / max(cells, 1), torch.stack(per_thing).sum() / max(things, 1)
 
     # -- tracking ---------------------------------------------------------------------------------------------
 

@@ -184,6 +184,9 @@ class LossWeights:
         vote: pixel CE over the final stage's assembly vote ``score ** p x mask`` (``model.vote_score_power``):
             trains the rule that decides which kernel owns a pixel, which the per-kernel losses never see.
             Not in K-Net; 0 (off) by default.
+        vote_things: the same CE with every matched thing weighed alike (the mean over things of each one's
+            mean over its own cells), so a small thing outvoted by a neighbour costs as much as a large one.
+            0 (off) by default.
         cost_focal, cost_dice, cost_mask_bce: matching cost of each term (2, 4, 1).
     """
 
@@ -197,6 +200,7 @@ class LossWeights:
     track_ce: float = 0.25
     track_l2: float = 1.0
     vote: float = 0.0
+    vote_things: float = 0.0
     cost_focal: float = 2.0
     cost_dice: float = 4.0
     cost_mask_bce: float = 1.0

@@ -24,6 +24,8 @@ from training.losses import (
     semantic_ce_loss,
     sigmoid_focal_loss,
     targets_from_panoptic,
+    thing_vote_loss,
+    vote_logits,
     vote_loss,
     vote_targets,
 )
@@ -126,14 +128,31 @@ def test_vote_loss_is_the_ce_of_score_power_times_mask() -> None:
         w0, w1 = sig(torch.tensor(2.0)) ** power, sig(torch.tensor(0.0)) ** power
         votes = torch.stack((w0 * sig(masks[0, 0]), w1 * sig(masks[1, 0])))  # [N, cells]
         expected = -(torch.log(votes[0, 0] / votes[:, 0].sum()) + torch.log(votes[1, 1] / votes[:, 1].sum())) / 2
-        got = vote_loss(cls, masks, owner, num_proposals=1, num_thing_classes=1, power=power)
+        got = vote_loss(vote_logits(cls, masks, num_proposals=1, num_thing_classes=1, power=power), owner)
         assert_close(got, expected)
     # the gradient lowers the score of a neighbour that outvotes the owner, and only with power > 0
     leaking = cls.clone().requires_grad_(True)
-    vote_loss(leaking, masks, torch.tensor([[1, 1]]), num_proposals=1, num_thing_classes=1, power=0.5).backward()
+    vote_loss(vote_logits(leaking, masks, num_proposals=1, num_thing_classes=1, power=0.5),
+              torch.tensor([[1, 1]])).backward()
     assert leaking.grad is not None and float(leaking.grad[0, 0]) > 0 and float(leaking.grad[1, 1]) < 0
-    assert_close(vote_loss(cls, masks, torch.full((1, 2), -1), num_proposals=1, num_thing_classes=1, power=1.0),
-                 torch.tensor(0.0))
+    vote = vote_logits(cls, masks, num_proposals=1, num_thing_classes=1, power=1.0)
+    assert_close(vote_loss(vote, torch.full((1, 2), -1)), torch.tensor(0.0))
+
+
+def test_thing_vote_loss_weighs_every_thing_alike() -> None:
+    # Kernels 0 and 1 are thing proposals, 2 a stuff kernel; 5 cells: a large thing (0: cells 0-2), a small
+    # one (1: cell 3) and a stuff cell (4).
+    vote = torch.randn(3, 1, 5, generator=torch.Generator().manual_seed(0))
+    owner = torch.tensor([[0, 0, 0, 1, 2]])
+    ce = torch.nn.functional.cross_entropy(vote[:, 0].T, owner[0], reduction="none")
+    total, count = thing_vote_loss(vote, owner, num_proposals=2)
+    assert count == 2
+    assert_close(total, ce[:3].mean() + ce[3])                # stuff is left out; each thing is one mean
+    assert_close(vote_loss(vote, owner), ce.mean())           # the per-cell mean weighs the large thing x3
+    # No thing cell: zero, still attached to the graph so a batch of such frames backpropagates.
+    vote.requires_grad_(True)
+    none, count = thing_vote_loss(vote, torch.tensor([[2, 2, -1, -1, 2]]), num_proposals=2)
+    assert count == 0 and float(none.detach()) == 0.0 and none.requires_grad
 
 
 def test_semantic_ce_ignores_void() -> None:
@@ -310,10 +329,19 @@ def test_criterion_vote_term_only_when_weighted() -> None:
                                    vote_power=0.5)
     _, parts = criterion(out, out, [t], [t])
     # final stage's own match: proposal 0 (its stage mask fits the car); the road cell goes to stuff kernel 2
-    expected = vote_loss(out.cls_logits[0][0], out.mask_logits[1][0], torch.tensor([[0, 2]]), num_proposals=2,
-                         num_thing_classes=1, power=0.5)
+    vote = vote_logits(out.cls_logits[0][0], out.mask_logits[1][0], num_proposals=2, num_thing_classes=1,
+                       power=0.5)
+    expected = vote_loss(vote, torch.tensor([[0, 2]]))
     assert parts["vote"] == pytest.approx(2 * float(expected))
+    assert "vote_things" not in parts
     assert parts["total"] == pytest.approx(plain["total"] + parts["vote"], rel=1e-6)
+    # The per-thing term: its own weight, the one thing's (proposal 0's) mean over its single cell.
+    both = VideoKNetCriterion(num_proposals=2, num_thing_classes=1, num_classes=2,
+                              weights=LossWeights(vote=2.0, vote_things=3.0), vote_power=0.5)
+    _, parts = both(out, out, [t], [t])
+    per_thing = thing_vote_loss(vote, torch.tensor([[0, 2]]), num_proposals=2)[0]
+    assert parts["vote_things"] == pytest.approx(3 * float(per_thing))
+    assert parts["total"] == pytest.approx(plain["total"] + parts["vote"] + parts["vote_things"], rel=1e-6)
 
 
 def test_criterion_stage_mean_and_empty_frame() -> None:
