@@ -4,8 +4,9 @@ Ten held-out sequences cannot tell two models apart: per-sequence STQ moves by u
 that are the same model within noise, and a 0.01 lead swaps sign from one seed to the next. So candidates
 are scored on four sets of four generator seeds, 70 sequences of 30 frames (``vknet_eval.synthetic_sets``),
 none of which any training run sees (training streets come from generator seed 1000). Each set is generated
-under ``--root`` the first time (``vknet synth``; about 4 s a sequence) and reused after. Every model runs with its own
-inference settings (the config inside the checkpoint or contract), so a row is what a user of that file gets.
+under ``--root`` the first time (``vknet synth``; about 4 s a sequence) and reused after. Every model runs
+with its own inference settings (the config inside the checkpoint or contract), so a row is what a user of
+that file gets.
 
 "mean" is the sets' STQ weighted by their sequence counts: each set's STQ pools its own sequences (deeplab2's
 STQ is not a per-sequence mean), so this is not STQ pooled over all 70, only a steadier figure to rank by.

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from vknet_eval.synthetic_sets import FRAMES, SETS
+from vknet_eval.synthetic_sets import FRAMES, SETS, SPLIT, ensure_set
 from vknet_model.machine import describe_cpu
 
 
@@ -155,7 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="model file (default: the bundled ONNX model)")
     parser.add_argument("--data", type=Path, help="KITTI-STEP-layout tuning data (default: generated, seed 7)")
-    parser.add_argument("--split", default="val")
+    parser.add_argument("--split", default="val", help="split of --data (the generated tuning set is val)")
     parser.add_argument("--sequences", type=int, default=SETS["tuning"].count,
                         help="sequences of the tuning set to generate without --data")
     parser.add_argument("--grid", nargs="*", default=["match_score_thr=0.4,0.5,0.6,0.7,0.8"],
@@ -172,12 +172,8 @@ def main() -> None:
         parser.error(str(exc))
     tuning = dataclasses.replace(SETS["tuning"], count=args.sequences)
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data
-        if data is None:
-            from vknet_eval.synthetic_sets import SPLIT, ensure_set
-
-            data, args.split = ensure_set(Path(tmp) / "tuning", tuning), SPLIT
-        result = run(args.model, data, args.split, grid)
+        data = args.data or ensure_set(Path(tmp) / "tuning", tuning)
+        result = run(args.model, data, args.split if args.data else SPLIT, grid)
     if args.data is None:
         result["data"] = (f"generated: seed {tuning.seed}, sequences {tuning.first}-{tuning.first + tuning.count - 1}, "
                           f"{FRAMES} frames")

@@ -632,29 +632,34 @@ class VideoKNetCriterion(nn.Module):
             terms[f"s{s}_bce"] = scale * w.mask_bce * bce
             terms[f"s{s}_dice"] = scale * w.dice * dice
         if w.vote > 0 or w.vote_things > 0:
-            per_cell, per_thing = self._vote_terms(out, own[num_stages], targets)
-            if w.vote > 0:
-                terms["vote"] = w.vote * per_cell
-            if w.vote_things > 0:
-                terms["vote_things"] = w.vote_things * per_thing
+            terms.update(self._vote_terms(out, own[num_stages], targets))
         return terms, own[num_stages]
 
     def _vote_terms(self, out: KernelOutputs, matches: list[Matching],
-                    targets: list[FrameTargets]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Vote CE of the final stage, with the matches that make its segments: the mean over owned cells, and
-        the mean over matched things of each one's mean over its cells."""
+                    targets: list[FrameTargets]) -> dict[str, torch.Tensor]:
+        """The weighted vote CE terms of the final stage, with the matches that make its segments: "vote", the
+        mean over owned cells, and "vote_things", the mean over matched things of each one's mean over its
+        cells; only those with a weight are computed."""
+        w = self.weights
         per_cell, per_thing, cells, things = [], [], 0, 0
         for b, (m, t) in enumerate(zip(matches, targets, strict=True)):
             owner = vote_targets(t.thing_masks, t.semantic, m[0], m[1], num_proposals=self.num_proposals,
                                  num_thing_classes=self.num_thing_classes)
             vote = vote_logits(out.cls_logits[-1][b], out.mask_logits[-1][b], num_proposals=self.num_proposals,
                                num_thing_classes=self.num_thing_classes, power=self.vote_power)
-            per_cell.append(vote_loss(vote, owner, reduction="sum"))
-            cells += int((owner != _RANK_IGNORE).sum())
-            total, count = thing_vote_loss(vote, owner, num_proposals=self.num_proposals)
-            per_thing.append(total)
-            things += count
-        return torch.stack(per_cell).sum() / max(cells, 1), torch.stack(per_thing).sum() / max(things, 1)
+            if w.vote > 0:
+                per_cell.append(vote_loss(vote, owner, reduction="sum"))
+                cells += int((owner != _RANK_IGNORE).sum())
+            if w.vote_things > 0:
+                total, count = thing_vote_loss(vote, owner, num_proposals=self.num_proposals)
+                per_thing.append(total)
+                things += count
+        terms = {}
+        if per_cell:
+            terms["vote"] = w.vote * torch.stack(per_cell).sum() / max(cells, 1)
+        if per_thing:
+            terms["vote_things"] = w.vote_things * torch.stack(per_thing).sum() / max(things, 1)
+        return terms
 
     # -- tracking ---------------------------------------------------------------------------------------------
 

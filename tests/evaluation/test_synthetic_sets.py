@@ -10,7 +10,7 @@ from vknet_eval.synthetic_sets import SETS, SynthSet, ensure_set
 
 
 def test_the_documented_sets_are_apart_from_training_and_from_each_other() -> None:
-    # 70 sequences; generator seeds the training stream (1000) never uses; no two sets share a sequence.
+    # 70 sequences; generator seeds the training stream (1000) never uses; no two sets share a seed.
     assert sum(s.count for s in SETS.values()) == 70
     assert 1000 not in {s.seed for s in SETS.values()}
     assert len({s.seed for s in SETS.values()}) == len(SETS)
