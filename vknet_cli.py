@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "synthetic street bag -> the live ROS 2 node (bundled model) -> STQ, latency, overlay video"),
     "synth": ("vknet_data.synth_cli", "generate synthetic KITTI-STEP sequences (images + panoptic labels)"),
     "train": ("training.train_cli", "train Video K-Net on KITTI-STEP-layout data (1 GPU, CPU, or torchrun DDP)"),
+    "average": ("training.average_cli",
+                "average the weights of several fine-tunes of one network (a model soup) into one checkpoint"),
     "predict": ("vknet_eval.predict_cli", "run the pipeline over a KITTI-STEP-layout folder, write panoptic PNGs"),
     "eval": ("vknet_eval.eval_cli", "score panoptic predictions: STQ / AQ / SQ and VPQ"),
     "bag": ("vknet_ros.bag_cli", "write a rosbag2 (camera, camera_info, ground truth) from KITTI-STEP or raw KITTI"),

@@ -30,7 +30,7 @@ from vknet_model.checkpoint import CheckpointError, load_checkpoint, save_checkp
 from vknet_model.config import ConfigError, config_from_dict, resolve_config  # noqa: E402
 from vknet_model.network import build_model  # noqa: E402
 
-_KEPT = ("step", "scenes_after", "train_seconds")  # the checkpoint's record of its training, carried over
+_KEPT = ("step", "scenes_after", "train_seconds", "averaged_from")  # its record of its training, carried over
 
 
 def main(argv: list[str] | None = None) -> int:
