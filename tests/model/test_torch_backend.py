@@ -41,12 +41,16 @@ def _assert_close_panoptic(got: list[VKNetOutput], ref: list[VKNetOutput], *, mi
     for t, (a, b) in enumerate(zip(got, ref, strict=True)):
         for name, x, y in zip(a._fields, a, b, strict=True):
             assert x.dtype == y.dtype and x.shape == y.shape, (name, t)
-        agree = float((a.slot_map.cpu() == b.slot_map.cpu()).float().mean())
-        assert agree >= min_agree, f"frame {t}: slot maps agree on {agree:.4f}"
         # A segment whose won share of its mask sits at overlap_thr may flip (bundled cycle-13 weights, bf16,
-        # frame 1: a 111-cell car, score 0.36, dropped); more than one flip is a broken autocast.
-        flipped = int((a.slot_keep.cpu() != b.slot_keep.cpu()).sum())
-        assert flipped <= 1, f"frame {t}: {flipped} segments kept differently"
+        # frame 1: a 111-cell car, score 0.36, dropped; the averaged weights, bf16, frame 0: a 364-cell car,
+        # 1.2 % of the map); more than one flip is a broken autocast. Outside the flipped segment's cells only
+        # boundary cells may change owner.
+        flips = (a.slot_keep.cpu() != b.slot_keep.cpu()).nonzero().flatten().tolist()
+        assert len(flips) <= 1, f"frame {t}: {len(flips)} segments kept differently"
+        flipped = torch.tensor(flips, dtype=torch.long)
+        outside = ~(torch.isin(a.slot_map.cpu(), flipped) | torch.isin(b.slot_map.cpu(), flipped))
+        agree = float((a.slot_map.cpu() == b.slot_map.cpu())[outside].float().mean())
+        assert agree >= min_agree, f"frame {t}: slot maps agree on {agree:.4f} of the cells outside flipped segments"
         kept = b.slot_keep.cpu()
         err = float((a.embeddings.cpu() - b.embeddings.cpu())[kept[: a.embeddings.shape[0]]].abs().max())
         assert err < atol, f"frame {t}: kept things' embeddings differ by {err:.3g}"
