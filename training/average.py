@@ -8,8 +8,8 @@ their start's 0.7755, and the mean of the four 0.785 (vknet_model/assets/README.
 The mean is only meaningful between fine-tunes of a common start: this refuses networks of another shape or
 another model section, but cannot tell two unrelated trainings of the same network apart (their mean is
 noise). GroupNorm and the kernel head hold no running statistics, so averaging the parameters is the whole
-job; a checkpoint with BatchNorm statistics gets their mean too, which is what a soup of frozen-BN fine-tunes
-needs.
+job; BatchNorm running statistics are averaged like the weights (frozen BN: fixed since the start anyway),
+and integer buffers (BatchNorm's batch counter) are the first file's: nothing at inference reads them.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from training.trainer import scenes_trained_on
 from vknet_model.checkpoint import CheckpointError, load_checkpoint
@@ -50,8 +48,6 @@ def average_checkpoints(paths: Sequence[Path]) -> tuple[VKNetConfig, VKNet, dict
         for key, value in other.state_dict().items():
             if value.is_floating_point():
                 total[key] += value.double()
-            elif not torch.equal(value, total[key].to(value.dtype)):
-                raise CheckpointError(f"{path}: integer tensor {key} differs from {paths[0]}'s; not averageable")
         payloads.append(payload)
     state = net.state_dict()
     mean = {k: (total[k] / len(paths)).to(v.dtype) if v.is_floating_point() else v for k, v in state.items()}

@@ -14,10 +14,10 @@ from vknet_model.config import VKNetConfig, config_from_dict, resolve_config
 from vknet_model.network import build_model
 
 
-def _small(proposals: int = 4, instance_thr: float = 0.3) -> VKNetConfig:
+def _small(proposals: int = 4, instance_thr: float = 0.3, norm: str = "gn") -> VKNetConfig:
     values = resolve_config("tiny").to_dict()
-    values["model"].update(backbone_width=8, channels=16, num_proposals=proposals, num_stages=2, num_heads=2,
-                           ffn_dim=32, embed_dim=8, norm_groups=4, input_height=64, input_width=128)
+    values["model"].update(backbone_norm=norm, backbone_width=8, channels=16, num_proposals=proposals, num_stages=2,
+                           num_heads=2, ffn_dim=32, embed_dim=8, norm_groups=4, input_height=64, input_width=128)
     values["postprocess"]["instance_score_thr"] = instance_thr
     return config_from_dict(values)
 
@@ -40,6 +40,28 @@ def test_the_mean_is_the_mean_of_every_weight_and_the_first_config_is_kept(tmp_p
     assert any(not torch.equal(a[k], b[k]) for k in a)  # the ingredients really differ
     assert extra["step"] == 300 and extra["scenes_after"] == 9000 and extra["train_seconds"] == 60.0
     assert extra["averaged_from"] == [str(tmp_path / n) for n in ("a.pt", "b.pt", "c.pt")]
+
+
+def test_batchnorm_statistics_are_averaged_and_its_batch_counter_is_the_first_files(tmp_path: Path) -> None:
+    cfg = _small(norm="bn")
+    nets = []
+    for seed, name in ((0, "a.pt"), (1, "b.pt")):
+        torch.manual_seed(seed)
+        net = build_model(cfg)
+        for key, value in net.state_dict().items():  # distinct running statistics and batch counts per file
+            if key.endswith("running_mean"):
+                value.normal_()
+            elif key.endswith("num_batches_tracked"):
+                value.fill_(100 * (seed + 1))
+        save_checkpoint(tmp_path / name, net, cfg)
+        nets.append(net.state_dict())
+    mean = average_checkpoints([tmp_path / "a.pt", tmp_path / "b.pt"])[1].state_dict()
+    stats = [k for k in mean if k.endswith("running_mean")]
+    counters = [k for k in mean if k.endswith("num_batches_tracked")]
+    assert stats and counters
+    for key in stats:
+        torch.testing.assert_close(mean[key], (nets[0][key] + nets[1][key]) / 2)
+    assert all(int(mean[key]) == 100 for key in counters)
 
 
 def test_a_checkpoint_without_a_scene_record_is_bounded_from_its_step(tmp_path: Path) -> None:
