@@ -5,7 +5,8 @@ the K-Net losses on both frames plus the tracking losses, AdamW (backbone lr x0.
 decay, gradient clipping and mixed precision on GPUs. Writes into --out:
 
   last.pt        checkpoint every train.checkpoint_every iterations (resumed automatically)
-  model.pt       the final weights (what `vknet export` and `--model` take)
+  model.pt       the final weights (what `vknet export` and `--model` take); with train.ema_decay > 0 the
+                 moving average of the weights, which validation scores (the raw weights as raw_* columns)
   metrics.csv    loss components, learning rate and gradient norm every train.log_every iterations
   val.csv        STQ / AQ / SQ on the validation split every train.val_every iterations
 

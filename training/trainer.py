@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from training.ema import WeightAverage
 from training.grow import grow_into
 from training.losses import VideoKNetCriterion, targets_from_panoptic
 from vknet_data.datasets import AugmentConfig, FramePairDataset, VideoSequence, kitti_step_sequences
@@ -257,6 +258,8 @@ class _Run:
         self.optimizer = torch.optim.AdamW(_param_groups(self.net, cfg), lr=t.lr, weight_decay=t.weight_decay)
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.seconds_before = 0.0  # training time of earlier sittings of this run (from last.pt)
+        # Rank 0 alone keeps the weight average: every rank holds the same weights after a step.
+        self.ema = WeightAverage(self.net, t.ema_decay) if t.ema_decay > 0 and env.main else None
         self.start = self._resume()
         self.model = _replicated(PairModel(self.net), env)
         self.criterion = VideoKNetCriterion(
@@ -286,9 +289,10 @@ class _Run:
     def _save_last(self, done: int) -> None:
         """Write ``last.pt``: everything a later sitting needs to go on exactly where this one is (the time
         unrounded: a first sitting shorter than a rounding step must still count)."""
+        average = {"ema": self.ema.state_dict()} if self.ema is not None else {}
         save_checkpoint(self.last, self.net, self.cfg, step=done, optimizer=self.optimizer.state_dict(),
                         scene_base=self.scene_base, scenes_after=self._scenes_after(done),
-                        train_seconds=self._seconds())
+                        train_seconds=self._seconds(), **average)
 
     def _scenes_after(self, steps: int) -> int:
         """Synthetic scene numbers below this may have been drawn by the weights after ``steps`` iterations."""
@@ -305,6 +309,13 @@ class _Run:
         self.scene_base = int(payload.get("scene_base", self.scene_base))
         self.seconds_before = float(payload.get("train_seconds", 0.0))
         start = int(payload["step"])
+        if self.ema is not None:
+            if "ema" in payload:
+                self.ema.load_state_dict(payload["ema"])
+            else:
+                self.ema = WeightAverage(self.net, self.cfg.train.ema_decay)
+                _LOG.warning("%s holds no weight average (train.ema_decay was 0): the average starts from its "
+                             "weights at iteration %d", self.last, start)
         _LOG.info("resumed from %s at iteration %d", self.last, start)
         return start
 
@@ -371,6 +382,8 @@ class _Run:
         grad_norm = float(nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.train.grad_clip))
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.net)
         return loss, parts, grad_norm
 
     def record(self, done: int, loss: float, parts: dict[str, float], grad_norm: float) -> dict[str, float]:
@@ -395,23 +408,38 @@ class _Run:
         return row
 
     def validate(self, done: int) -> None:
-        """Score the current weights (rank 0), append to ``val.csv`` and return to training mode."""
-        row = _validate(self.net, self.cfg, self.env.device, self.held_out, self.seen, self.opts.progress)
+        """Score the weights ``model.pt`` would hold (rank 0), append to ``val.csv`` and return to training mode.
+
+        With a weight average, the average is scored as the run's result and the raw weights on the held-out
+        sequences beside it (``raw_*`` columns), so the log shows what the average gains.
+        """
+        shipped = self.ema.net if self.ema is not None else self.net
+        row = _validate(shipped, self.cfg, self.env.device, self.held_out, self.seen, self.opts.progress)
+        raw = ""
+        if self.ema is not None:
+            scores = _validate(self.net, self.cfg, self.env.device, self.held_out, [], self.opts.progress)
+            row |= {f"raw_{k}": v for k, v in scores.items()}
+            raw = f" | raw weights STQ {scores['STQ']:.4f} (average {row['STQ'] - scores['STQ']:+.4f})"
         _train_mode(self.net, self.cfg)
         _append_csv(self.opts.out / "val.csv", [{"time_s": round(self._seconds(), 2), "step": done, **row}])
-        _LOG.info("validation at %d: held-out STQ %.4f AQ %.4f SQ %.4f%s", done, row["STQ"], row["AQ"], row["SQ"],
+        _LOG.info("validation at %d: held-out STQ %.4f AQ %.4f SQ %.4f%s%s", done, row["STQ"], row["AQ"], row["SQ"],
                   f" | training scenes STQ {row['train_STQ']:.4f} AQ {row['train_AQ']:.4f} SQ "
-                  f"{row['train_SQ']:.4f} | gap {row['gap_STQ']:+.4f}" if self.seen else "")
+                  f"{row['train_SQ']:.4f} | gap {row['gap_STQ']:+.4f}" if self.seen else "", raw)
 
     def finish(self) -> Path:
-        """Check that DDP replicas agree, then write ``out/model.pt`` (rank 0); return its path."""
+        """Check that DDP replicas agree, then write ``out/model.pt`` (rank 0; the weight average when the run
+        keeps one); return its path."""
         final = self.opts.out / "model.pt"
         if self.env.world > 1:
             _check_replicas(self.net, self.env, self.opts.out)
         if self.env.main:
             seconds = self._seconds()
-            save_checkpoint(final, self.net, self.cfg, step=self.iters, train_seconds=seconds,
-                            scenes_after=self._scenes_after(self.iters))
+            average = {} if self.ema is None else {"ema_decay": self.ema.decay, "ema_updates": self.ema.updates}
+            save_checkpoint(final, self.net if self.ema is None else self.ema.net, self.cfg, step=self.iters,
+                            train_seconds=seconds, scenes_after=self._scenes_after(self.iters), **average)
+            if self.ema is not None:
+                _LOG.info("%s holds the moving average of the weights (decay %g, %d updates); last.pt the raw "
+                          "weights", final, self.ema.decay, self.ema.updates)
             _LOG.info("wrote %s after %d iterations (%.0f s of training, %.0f s of them in this sitting)", final,
                       self.iters, seconds, seconds - self.seconds_before)
         return final

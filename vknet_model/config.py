@@ -227,6 +227,7 @@ class TrainConfig:
     loss: LossWeights = field(default_factory=LossWeights)
     flip: bool = True
     amp: bool = True                  # mixed precision on CUDA (ignored on CPU)
+    ema_decay: float = 0.0            # > 0: validate and ship a moving average of the weights (training/ema.py)
     checkpoint_every: int = 1000
     val_every: int = 1000             # iterations between validations (0: only at the end)
     log_every: int = 20
@@ -244,6 +245,8 @@ class TrainConfig:
             raise ConfigError("train.batch_size and train.iters must be >= 1")
         if self.cls_target not in ("binary", "iou"):
             raise ConfigError(f"train.cls_target must be 'binary' or 'iou', got {self.cls_target!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay must lie in [0, 1) (0: no weight average), got {self.ema_decay}")
         if self.loss_stride not in (1, 2, 4, 8):
             raise ConfigError(f"train.loss_stride must be 1, 2, 4 or 8, got {self.loss_stride}")
         negative = [f.name for f in dataclasses.fields(self.loss) if getattr(self.loss, f.name) < 0]
