@@ -9,10 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from tests.training.test_training import SMALL_MODEL
 from training.ema import WeightAverage
 from training.trainer import RunOptions, train
-from vknet_data.synth import SynthConfig, write_sequences
 from vknet_model.checkpoint import read_checkpoint
 from vknet_model.config import ConfigError, config_from_dict, load_config
 
@@ -22,15 +20,15 @@ def _net() -> nn.Module:
     return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
 
 
-def _set(net: nn.Module, value: float, batches: int) -> dict[str, torch.Tensor]:
-    """Every float parameter and buffer of ``net`` filled with ``value``, the BN batch counter set; returns a copy."""
+def _set(net: nn.Module, value: float, batches: int) -> None:
+    """Every float parameter and buffer of ``net`` filled with ``value`` (running statistics + 0.5), the BN batch
+    counter with ``batches``."""
     with torch.no_grad():
         for name, tensor in net.state_dict().items():
             if tensor.dtype.is_floating_point:
                 tensor.fill_(value + (0.5 if "running" in name else 0.0))
             else:
                 tensor.fill_(batches)
-    return {k: v.clone() for k, v in net.state_dict().items()}
 
 
 def test_the_average_is_the_running_mean_until_the_decay_then_exponential() -> None:
@@ -75,14 +73,10 @@ def test_a_decay_outside_zero_to_one_is_refused(decay: float) -> None:
         config_from_dict({"train": {"ema_decay": decay}})
 
 
-def test_a_run_with_an_average_ships_it_validates_both_and_resumes_it(tmp_path: Path,
+def test_a_run_with_an_average_ships_it_validates_both_and_resumes_it(tiny_data: tuple[Path, Path], tmp_path: Path,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
-    data = tmp_path / "data"
-    synth = SynthConfig(height=128, width=320, frames=4)
-    write_sequences(data, sequences=2, seed=0, cfg=synth, progress=False)
-    write_sequences(data, sequences=1, seed=0, split="val", first_sequence=100, cfg=synth, progress=False)
-    (data / "small.yaml").write_text(SMALL_MODEL)
-    values = load_config(data / "small.yaml").to_dict()
+    data, config_path = tiny_data
+    values = load_config(config_path).to_dict()
     values["train"]["ema_decay"] = 0.5
     cfg = config_from_dict(values)
     out = tmp_path / "run"

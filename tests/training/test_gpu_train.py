@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import load_script
-from tests.training.test_training import SMALL_MODEL
+from tests.training.conftest import SMALL_MODEL
 from vknet_model.checkpoint import load_checkpoint, read_checkpoint
 from vknet_model.config import load_config
 
